@@ -1,0 +1,271 @@
+"""The hidden event-loop thread that runs every provider call.
+
+One daemon thread per process runs one asyncio loop, started lazily on first use. Sync callers
+hand it coroutines with `run` (blocking) or `submit` (a `concurrent.futures.Future`); async
+callers on other loops use `arun`, so every call shares one connection pool and one set of
+concurrency limits. The design follows anyio's blocking portal, plus what a library that lives
+inside other people's processes needs: fork safety, a clean interpreter exit, Ctrl-C handling,
+and a per-loop registry of resources (HTTP clients, semaphores) that die with their loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextvars
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from typing import Any, Generic, TypeVar, cast
+
+from .errors import RuntimeReentryError
+
+__all__ = ["arun", "get_loop", "loop_resource", "on_runtime_loop", "run", "submit"]
+
+T = TypeVar("T")
+Closer = Callable[[Any], Awaitable[None] | None]
+
+logger = logging.getLogger("dspy_async")
+
+THREAD_NAME = "dspy-async-runtime"
+# How long an interrupted or timed-out caller waits for the cancelled task to unwind.
+CANCEL_GRACE = 5.0
+# How long interpreter exit waits for tasks to cancel and resources to close.
+SHUTDOWN_GRACE = 5.0
+
+
+class _Runtime:
+    """A loop running forever in its own daemon thread, owned by the process that made it."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(_log_loop_exception)
+        self.resources: dict[Hashable, tuple[Any, Closer | None]] = {}
+        started = threading.Event()
+        self.thread = threading.Thread(
+            target=self._serve, args=(started,), name=THREAD_NAME, daemon=True
+        )
+        self.thread.start()
+        started.wait()
+
+    def _serve(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(started.set)
+        self.loop.run_forever()
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self.thread.ident
+
+    def shutdown(self) -> None:
+        """Cancel what is left, close the registered resources on the loop, stop and join."""
+        if self.loop.is_closed() or not self.thread.is_alive():
+            return
+        closing = asyncio.run_coroutine_threadsafe(self._close_everything(), self.loop)
+        try:
+            closing.result(SHUTDOWN_GRACE)
+        except Exception:
+            logger.exception("dspy-async runtime did not shut down cleanly")
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(SHUTDOWN_GRACE)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+    async def _close_everything(self) -> None:
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        resources, self.resources = list(self.resources.values()), {}
+        for resource, close in reversed(resources):
+            if close is None:
+                continue
+            try:
+                closing = close(resource)
+                if closing is not None:
+                    await closing
+            except Exception:
+                logger.exception("closing %r at exit failed", type(resource).__name__)
+        await self.loop.shutdown_asyncgens()
+
+
+class _Call(Generic[T]):
+    """One coroutine running on the runtime loop, seen from another thread through `future`.
+
+    The future is left pending until the task ends (never marked running), so the caller can
+    still cancel it; `finished` is set only once the task has really unwound, which is what an
+    interrupted caller waits for.
+    """
+
+    def __init__(self, runtime: _Runtime, coro: Coroutine[Any, Any, T]) -> None:
+        self.runtime = runtime
+        self.future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self.finished = threading.Event()
+        self.task: asyncio.Task[T] | None = None
+        context = contextvars.copy_context()
+        self.future.add_done_callback(self._on_future_done)
+        runtime.loop.call_soon_threadsafe(self._start, coro, context)
+
+    def _start(self, coro: Coroutine[Any, Any, T], context: contextvars.Context) -> None:
+        if self.future.cancelled():
+            coro.close()
+            self.finished.set()
+            return
+        self.task = self.runtime.loop.create_task(coro, context=context)
+        self.task.add_done_callback(self._on_task_done)
+
+    def _on_task_done(self, task: asyncio.Task[T]) -> None:
+        try:
+            if task.cancelled():
+                self.future.cancel()
+            elif (error := task.exception()) is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(task.result())
+        except concurrent.futures.InvalidStateError:
+            pass  # the caller cancelled the future while the task was finishing
+        self.finished.set()
+
+    def _on_future_done(self, future: concurrent.futures.Future[T]) -> None:
+        # Runs in whichever thread cancelled. `_cancel_task` is queued behind `_start`, so the
+        # task exists by the time it runs, or `_start` sees the cancelled future and never starts.
+        if future.cancelled() and not self.runtime.loop.is_closed():
+            self.runtime.loop.call_soon_threadsafe(self._cancel_task)
+
+    def _cancel_task(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def cancel_and_wait(self, grace: float) -> None:
+        self.future.cancel()
+        if not self.finished.wait(grace):
+            logger.warning("a cancelled dspy-async call did not unwind within %.1f s", grace)
+
+
+_lock = threading.Lock()
+_current: _Runtime | None = None
+# Runtimes inherited through fork: their thread does not exist in the child, so they can be
+# neither used nor closed. They are kept referenced so their sockets are never finalized here.
+_inherited: list[_Runtime] = []
+
+
+def _runtime() -> _Runtime:
+    global _current
+    runtime = _current
+    if runtime is not None and runtime.pid == os.getpid():
+        return runtime
+    with _lock:
+        if _current is not None and _current.pid != os.getpid():
+            _inherited.append(_current)
+            _current = None
+        if _current is None:
+            _current = _Runtime()
+        return _current
+
+
+def _after_fork_in_child() -> None:
+    # The parent's loop thread does not exist here. The lock may have been held by another
+    # parent thread at the moment of fork, so it is replaced rather than trusted.
+    global _current, _lock
+    _lock = threading.Lock()
+    if _current is not None:
+        _inherited.append(_current)
+        _current = None
+
+
+def _shutdown_at_exit() -> None:
+    runtime = _current
+    if runtime is not None and runtime.pid == os.getpid():
+        runtime.shutdown()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_shutdown_at_exit)
+
+
+def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    error = context.get("exception")
+    exc_info = (type(error), error, error.__traceback__) if error is not None else None
+    logger.error(
+        "dspy-async runtime: %s", context.get("message", "unhandled error"), exc_info=exc_info
+    )
+
+
+def _check_coroutine(coro: object) -> None:
+    if not inspect.iscoroutine(coro):
+        raise TypeError(f"expected a coroutine, got {type(coro).__name__}")
+
+
+def get_loop() -> asyncio.AbstractEventLoop:
+    """The runtime's loop, starting its thread if this process has none yet."""
+    return _runtime().loop
+
+
+def on_runtime_loop() -> bool:
+    """Whether the caller is running on the runtime's loop thread."""
+    runtime = _current
+    return runtime is not None and runtime.pid == os.getpid() and runtime.on_loop_thread()
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start `coro` on the runtime loop; cancelling the returned future cancels the task."""
+    _check_coroutine(coro)
+    return _Call(_runtime(), coro).future
+
+
+def run(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
+    """Run `coro` on the runtime loop and block until it is done.
+
+    The coroutine's exception is re-raised as is. On `timeout`, or if the wait is interrupted
+    (KeyboardInterrupt, SystemExit), the task is cancelled and given time to unwind before this
+    raises, so no orphan keeps calling a provider in the background.
+    """
+    _check_coroutine(coro)
+    runtime = _runtime()
+    if runtime.on_loop_thread():
+        coro.close()
+        raise RuntimeReentryError(
+            "a blocking dspy-async call was made on the runtime's own event loop, where it "
+            "would deadlock; await the async API (acall, abatch) instead"
+        )
+    call = _Call(runtime, coro)
+    try:
+        done, _ = concurrent.futures.wait([call.future], timeout)
+    except BaseException:
+        call.cancel_and_wait(CANCEL_GRACE)
+        raise
+    if not done:
+        call.cancel_and_wait(CANCEL_GRACE)
+        raise TimeoutError(f"dspy-async call did not finish within {timeout} s")
+    return call.future.result()
+
+
+async def arun(coro: Coroutine[Any, Any, T]) -> T:
+    """Await `coro` on the runtime loop from any event loop; on that loop, just await it.
+
+    Cancelling the awaiting task cancels the work on the runtime loop.
+    """
+    _check_coroutine(coro)
+    runtime = _runtime()
+    if runtime.on_loop_thread():
+        return await coro
+    return await asyncio.wrap_future(_Call(runtime, coro).future)
+
+
+def loop_resource(key: Hashable, factory: Callable[[], T], *, close: Closer | None = None) -> T:
+    """The runtime loop's instance of a resource, made by `factory` on first use.
+
+    Must be called on the runtime loop. `close` (sync or async) runs on the loop at exit; after
+    a fork the child builds its own, never touching the parent's.
+    """
+    runtime = _current
+    if runtime is None or runtime.pid != os.getpid() or not runtime.on_loop_thread():
+        raise RuntimeError("loop_resource() must be called on the dspy-async runtime loop")
+    entry = runtime.resources.get(key)
+    if entry is None:
+        entry = runtime.resources[key] = (factory(), close)
+    return cast(T, entry[0])

@@ -1,0 +1,115 @@
+"""Process-wide settings, with thread- and task-local overrides.
+
+`configure(...)` changes the global defaults; `context(...)` overrides them for the current thread
+or asyncio task only. Overrides live in a `ContextVar`, so the runtime (which copies the caller's
+context into the coroutine it runs) carries them from a caller thread to the loop thread, and no
+other thread ever sees them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .lm import BaseLM
+
+__all__ = ["Settings", "StructuredOutputSettings", "configure", "context", "settings"]
+
+
+@dataclass
+class StructuredOutputSettings:
+    """How Predict handles output that fails parsing or validation."""
+
+    retry_enabled: bool = True
+    max_retries: int = 2
+
+
+@dataclass
+class _Values:
+    lm: BaseLM | None = None
+    retry_enabled: bool = True
+    structured_outputs: StructuredOutputSettings = field(default_factory=StructuredOutputSettings)
+
+
+_overrides: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "dspy_async_overrides", default=None
+)
+_NAMES = frozenset(f.name for f in fields(_Values))
+
+
+class Settings:
+    """Attribute view of the settings in force here: context overrides first, then globals."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_globals", _Values())
+        object.__setattr__(self, "_lock", threading.Lock())
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in _NAMES:
+            raise AttributeError(f"dspy_async.settings has no setting {name!r}")
+        overrides = _overrides.get()
+        if overrides is not None and name in overrides:
+            return overrides[name]
+        return getattr(self._globals, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.configure(**{name: value})
+
+    def configure(self, **values: Any) -> None:
+        """Set global defaults, seen by every thread that has no override."""
+        _check(values)
+        with self._lock:
+            for name, value in values.items():
+                setattr(self._globals, name, value)
+
+    @contextmanager
+    def context(self, **values: Any) -> Iterator[None]:
+        """Override settings for the current thread or task, and the work it starts."""
+        _check(values)
+        token = _overrides.set({**(_overrides.get() or {}), **values})
+        try:
+            yield
+        finally:
+            _overrides.reset(token)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in sorted(_NAMES))
+        return f"Settings({shown})"
+
+
+def _check(values: dict[str, Any]) -> None:
+    unknown = sorted(set(values) - _NAMES)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_NAMES))}"
+        )
+    if "lm" in values:
+        _check_lm(values["lm"])
+    if "structured_outputs" in values and not isinstance(
+        values["structured_outputs"], StructuredOutputSettings
+    ):
+        raise ConfigurationError("structured_outputs must be a StructuredOutputSettings")
+
+
+def _check_lm(lm: object) -> None:
+    from .lm import BaseLM
+
+    if lm is None or isinstance(lm, BaseLM):
+        return
+    if isinstance(lm, str):
+        raise ConfigurationError(
+            f"lm must be an LM object, not the string {lm!r}: use dspy.LM({lm!r})"
+        )
+    raise ConfigurationError(f"lm must be an LM object, not {type(lm).__name__}")
+
+
+settings = Settings()
+configure = settings.configure
+context = settings.context
