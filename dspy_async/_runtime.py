@@ -17,6 +17,7 @@ import contextvars
 import inspect
 import logging
 import os
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar, cast
@@ -31,6 +32,7 @@ Closer = Callable[[Any], Awaitable[None] | None]
 logger = logging.getLogger("dspy_async")
 
 THREAD_NAME = "dspy-async-runtime"
+_EAGER_TASKS = sys.version_info >= (3, 12)
 # How long an interrupted or timed-out caller waits for the cancelled task to unwind.
 CANCEL_GRACE = 5.0
 # How long interpreter exit waits for tasks to cancel and resources to close.
@@ -94,55 +96,83 @@ class _Runtime:
 
 
 class _Call(Generic[T]):
-    """One coroutine running on the runtime loop, seen from another thread through `future`.
+    """One coroutine running on the runtime loop, watched from another thread.
 
-    The future is left pending until the task ends (never marked running), so the caller can
-    still cancel it; `finished` is set only once the task has really unwound, which is what an
-    interrupted caller waits for.
+    The coroutine runs inside `_drive`, which records the outcome and releases `done` from
+    within the task itself: no done-callback round through the loop, and the waiting thread
+    blocks on a bare lock, the cheapest handoff there is. `done` is released only once the
+    coroutine has really unwound, which is what an interrupted caller waits for. `future`, made
+    only for `submit`/`arun`, mirrors the outcome, and cancelling it cancels the task.
     """
 
-    def __init__(self, runtime: _Runtime, coro: Coroutine[Any, Any, T]) -> None:
-        self.runtime = runtime
-        self.future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self.finished = threading.Event()
-        self.task: asyncio.Task[T] | None = None
-        context = contextvars.copy_context()
-        self.future.add_done_callback(self._on_future_done)
-        runtime.loop.call_soon_threadsafe(self._start, coro, context)
+    __slots__ = ("done", "error", "future", "loop", "result", "task")
+
+    def __init__(
+        self, runtime: _Runtime, coro: Coroutine[Any, Any, T], *, with_future: bool = False
+    ) -> None:
+        self.loop = runtime.loop
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.future: concurrent.futures.Future[T] | None = None
+        if with_future:
+            self.future = concurrent.futures.Future()
+            self.future.add_done_callback(self._on_future_done)
+        self.loop.call_soon_threadsafe(self._start, coro, contextvars.copy_context())
 
     def _start(self, coro: Coroutine[Any, Any, T], context: contextvars.Context) -> None:
-        if self.future.cancelled():
+        if self.future is not None and self.future.cancelled():
             coro.close()
-            self.finished.set()
+            self.done.release()
             return
-        self.task = self.runtime.loop.create_task(coro, context=context)
-        self.task.add_done_callback(self._on_task_done)
+        if _EAGER_TASKS:  # Python 3.12+: the first step runs now, not one loop turn later
+            self.task = asyncio.Task(  # type: ignore[call-arg, unused-ignore]
+                self._drive(coro), loop=self.loop, context=context, eager_start=True
+            )
+        else:
+            self.task = self.loop.create_task(self._drive(coro), context=context)
 
-    def _on_task_done(self, task: asyncio.Task[T]) -> None:
+    async def _drive(self, coro: Coroutine[Any, Any, T]) -> None:
         try:
-            if task.cancelled():
-                self.future.cancel()
-            elif (error := task.exception()) is not None:
-                self.future.set_exception(error)
+            self.result = await coro
+        except BaseException as error:  # handed to the caller, re-raised there
+            self.error = error
+        finally:
+            if self.future is not None:
+                self._settle_future(self.future)
+            self.done.release()
+
+    def _settle_future(self, future: concurrent.futures.Future[T]) -> None:
+        try:
+            if isinstance(self.error, asyncio.CancelledError):
+                future.cancel()
+            elif self.error is not None:
+                future.set_exception(self.error)
             else:
-                self.future.set_result(task.result())
+                future.set_result(self.result)
         except concurrent.futures.InvalidStateError:
             pass  # the caller cancelled the future while the task was finishing
-        self.finished.set()
 
     def _on_future_done(self, future: concurrent.futures.Future[T]) -> None:
         # Runs in whichever thread cancelled. `_cancel_task` is queued behind `_start`, so the
         # task exists by the time it runs, or `_start` sees the cancelled future and never starts.
-        if future.cancelled() and not self.runtime.loop.is_closed():
-            self.runtime.loop.call_soon_threadsafe(self._cancel_task)
+        if future.cancelled() and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._cancel_task)
 
     def _cancel_task(self) -> None:
         if self.task is not None:
             self.task.cancel()
 
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
     def cancel_and_wait(self, grace: float) -> None:
-        self.future.cancel()
-        if not self.finished.wait(grace):
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._cancel_task)
+        if not self.done.acquire(timeout=grace):
             logger.warning("a cancelled dspy-async call did not unwind within %.1f s", grace)
 
 
@@ -214,7 +244,9 @@ def on_runtime_loop() -> bool:
 def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
     """Start `coro` on the runtime loop; cancelling the returned future cancels the task."""
     _check_coroutine(coro)
-    return _Call(_runtime(), coro).future
+    future = _Call(_runtime(), coro, with_future=True).future
+    assert future is not None
+    return future
 
 
 def run(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
@@ -234,14 +266,14 @@ def run(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
         )
     call = _Call(runtime, coro)
     try:
-        done, _ = concurrent.futures.wait([call.future], timeout)
-    except BaseException:
+        finished = call.done.acquire(timeout=-1 if timeout is None else timeout)
+    except BaseException:  # KeyboardInterrupt, SystemExit: unwind the task, then let it through
         call.cancel_and_wait(CANCEL_GRACE)
         raise
-    if not done:
+    if not finished:
         call.cancel_and_wait(CANCEL_GRACE)
         raise TimeoutError(f"dspy-async call did not finish within {timeout} s")
-    return call.future.result()
+    return call.outcome()
 
 
 async def arun(coro: Coroutine[Any, Any, T]) -> T:
@@ -253,7 +285,7 @@ async def arun(coro: Coroutine[Any, Any, T]) -> T:
     runtime = _runtime()
     if runtime.on_loop_thread():
         return await coro
-    return await asyncio.wrap_future(_Call(runtime, coro).future)
+    return await asyncio.wrap_future(submit(coro))
 
 
 def loop_resource(key: Hashable, factory: Callable[[], T], *, close: Closer | None = None) -> T:
