@@ -1,0 +1,84 @@
+"""Concurrency slots that a call holds only while a request is in flight.
+
+A batch limits how many of its items talk to a provider at once. If that limit were held per
+item, an item waiting out a 429 backoff would keep its slot and the rest of the batch would run
+one short. So the batch puts its `Scope` in a context variable instead, and the LM's retry loop
+takes a slot from every enclosing scope around each attempt only (`attempt_slots`), never around
+a wait. The scope is also how a cancelled batch stops work it cannot reach directly: calls made
+from worker threads of a sync `forward` find the scope cancelled and never send again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+__all__ = ["Scope", "attempt_slots", "scope"]
+
+
+class Scope:
+    """One batch's limit on requests in flight, and its cancellation switch."""
+
+    def __init__(self, max_concurrency: int) -> None:
+        self.slots = asyncio.Semaphore(max_concurrency)
+        self.in_flight: set[asyncio.Task[Any]] = set()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Refuse every further attempt and cancel the ones in flight."""
+        self.cancelled = True
+        for task in list(self.in_flight):
+            task.cancel()
+
+
+_scopes: contextvars.ContextVar[tuple[Scope, ...]] = contextvars.ContextVar(
+    "dspy_async_scopes", default=()
+)
+
+
+@contextmanager
+def scope(max_concurrency: int) -> Iterator[Scope]:
+    """Open a scope for the work started in this context (and the threads it hands work to)."""
+    opened = Scope(max_concurrency)
+    token = _scopes.set((*_scopes.get(), opened))
+    try:
+        yield opened
+    finally:
+        _scopes.reset(token)
+
+
+@asynccontextmanager
+async def attempt_slots(*semaphores: asyncio.Semaphore) -> AsyncIterator[None]:
+    """Hold `semaphores` and a slot of every enclosing scope for one attempt.
+
+    Slots are taken outermost first, the same order for every caller, so nested scopes cannot
+    deadlock. The task is registered with its scopes while it waits and while it sends, so
+    cancelling a scope reaches it in either state.
+    """
+    scopes = _scopes.get()
+    task = asyncio.current_task()
+    held: list[asyncio.Semaphore] = []
+    if task is not None:
+        for opened in scopes:
+            opened.in_flight.add(task)
+    try:
+        _refuse_if_cancelled(scopes)
+        for semaphore in (*(opened.slots for opened in scopes), *semaphores):
+            await semaphore.acquire()
+            held.append(semaphore)
+        _refuse_if_cancelled(scopes)
+        yield
+    finally:
+        if task is not None:
+            for opened in scopes:
+                opened.in_flight.discard(task)
+        for semaphore in reversed(held):
+            semaphore.release()
+
+
+def _refuse_if_cancelled(scopes: tuple[Scope, ...]) -> None:
+    if any(opened.cancelled for opened in scopes):
+        raise asyncio.CancelledError("the batch this call belongs to was cancelled")
