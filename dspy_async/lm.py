@@ -1,22 +1,40 @@
-"""Language models: the `BaseLM` contract every layer above calls, and its response records.
+"""Language models: the `BaseLM` contract every layer above calls, and `LM`, which calls a
+provider over HTTP.
 
 `BaseLM.acall` is the one engine; `__call__` is the same call made from sync code through the
 hidden runtime loop. Subclasses implement `_generate` and inherit message handling and
-thread-safe cumulative usage.
+thread-safe cumulative usage. `LM` runs every call on the runtime loop, whichever thread or
+loop it comes from, so all callers share one connection pool and one concurrency limit.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
+import functools
+import logging
 import threading
+import time
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from . import _runtime
-from .records import Attempt, Usage
+import httpx
 
-__all__ = ["BaseLM", "LMResponse", "Message", "OutputSchema"]
+from . import _http, _runtime, events
+from .errors import ConfigurationError, LMError
+from .providers import get_provider
+from .providers.base import Reply
+from .providers.exchange import Request, exchange
+from .records import Attempt, Usage
+from .retry import AttemptFailed, RetryPolicy, call_with_retries
+from .settings import settings
+
+__all__ = ["LM", "BaseLM", "LMResponse", "Message", "OutputSchema"]
+
+logger = logging.getLogger("dspy_async")
 
 Message = dict[str, str]
 """An OpenAI-style chat message: {"role": "system" | "user" | "assistant", "content": str}."""
@@ -56,12 +74,22 @@ class BaseLM(abc.ABC):
         self.provider = provider
         self.supports_native_structured = True
         self._usage = Usage()
-        self._usage_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards this LM's mutable state; subclasses share it
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies (pickle, deepcopy) get a fresh lock and keep the usage counted so far.
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def usage(self) -> Usage:
         """Token usage summed over every successful call of this LM."""
-        with self._usage_lock:
+        with self._lock:
             return self._usage
 
     async def acall(
@@ -74,7 +102,7 @@ class BaseLM(abc.ABC):
     ) -> LMResponse:
         """Send a prompt (as one user message) or a list of chat messages; await the response."""
         response = await self._generate(to_messages(prompt, messages), output_schema, params)
-        with self._usage_lock:
+        with self._lock:
             self._usage += response.usage
         return response
 
@@ -119,3 +147,143 @@ def to_messages(prompt: str | None, messages: list[Message] | None) -> list[Mess
     if not checked:
         raise TypeError("messages must not be empty")
     return checked
+
+
+class LM(BaseLM):
+    """A chat model behind a provider's HTTP API: `LM("openai/gpt-4o-mini")`.
+
+    The model id is `provider/model`, split at the first `/`. Providers: `openai` (and any
+    OpenAI-compatible server, through `api_base`), `anthropic` and `ollama`. The key comes from
+    `api_key` or the provider's environment variable. `temperature`, `max_tokens` and other
+    keyword `params` are defaults each call may override. `timeout` bounds each attempt and
+    `retry` the whole call; `max_concurrency` caps attempts in flight across every caller.
+    `http_client` replaces the shared pooled client (the caller then owns and closes it).
+    Response bodies over `max_response_bytes` are refused.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float | None = 60.0,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        max_response_bytes: int = _http.DEFAULT_MAX_RESPONSE_BYTES,
+        **params: Any,
+    ) -> None:
+        provider_name, _, name = model.partition("/")
+        if not provider_name or not name:
+            raise ConfigurationError(
+                f"model id {model!r} must be 'provider/model', e.g. 'openai/gpt-4o-mini'"
+            )
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ConfigurationError("max_concurrency must be a positive number or None")
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError("timeout must be a positive number of seconds or None")
+        super().__init__(name, provider_name)
+        self._endpoint = get_provider(provider_name).endpoint(api_key, api_base)
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.max_concurrency = max_concurrency
+        self.max_response_bytes = max_response_bytes
+        defaults = {"temperature": temperature, "max_tokens": max_tokens, **params}
+        self.params = {key: value for key, value in defaults.items() if value is not None}
+        self._http_client = http_client
+        self._slots_key = (__name__, "slots", object())
+
+    def __repr__(self) -> str:
+        url = httpx.URL(self._endpoint.url)
+        host = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+        model_id = f"{self.provider}/{self.model}"
+        return f"LM({model_id!r}, host={host!r})"
+
+    async def _generate(
+        self,
+        messages: list[Message],
+        output_schema: OutputSchema | None,
+        params: dict[str, Any],
+    ) -> LMResponse:
+        return await _runtime.arun(self._call(messages, output_schema, params))
+
+    async def _call(
+        self,
+        messages: list[Message],
+        output_schema: OutputSchema | None,
+        params: dict[str, Any],
+    ) -> LMResponse:
+        """One call, on the runtime loop: its attempts and the waits between them."""
+        schema = output_schema if self.supports_native_structured else None
+        provider = get_provider(self.provider)
+        request = Request(
+            self.provider,
+            provider,
+            self._endpoint,
+            provider.build_body(self.model, messages, {**self.params, **params}, schema),
+            structured=schema is not None,
+        )
+        client = self._http_client or _http.shared_client(self._endpoint.url, self.max_concurrency)
+        call_id = events.new_call_id()
+        started = time.monotonic()
+        try:
+            reply, attempts = await call_with_retries(
+                functools.partial(self._attempt, call_id, client, request),
+                self.retry,
+                enabled=settings.retry_enabled,
+                gate=self._slot,
+                on_retry=functools.partial(self._on_retry, call_id),
+            )
+        except LMError as error:
+            elapsed = time.monotonic() - started
+            events.emit(events.FailureEvent(call_id, *self._names, error.attempts, error, elapsed))
+            raise
+        elapsed = time.monotonic() - started
+        logger.debug(
+            "%s/%s: answered in %.2f s after %d attempt(s), %d tokens",
+            *self._names,
+            *(elapsed, len(attempts), reply.usage.total_tokens),
+        )
+        events.emit(
+            events.ResponseEvent(
+                call_id, *self._names, attempts, reply.usage, elapsed, reply.finish_reason
+            )
+        )
+        return LMResponse(
+            reply.text, reply.usage, self.model, self.provider, attempts, reply.finish_reason
+        )
+
+    async def _attempt(
+        self, call_id: int, client: httpx.AsyncClient, request: Request, number: int, budget: float
+    ) -> Reply:
+        """Send attempt `number`, taking at most `timeout` and what is left of the budget."""
+        events.emit(events.RequestEvent(call_id, *self._names, number))
+        logger.debug("%s/%s: sending attempt %d", *self._names, number)
+        timeout = budget if self.timeout is None else min(self.timeout, budget)
+        return await exchange(client, request, timeout=timeout, max_bytes=self.max_response_bytes)
+
+    def _on_retry(self, call_id: int, failure: AttemptFailed, number: int, wait: float) -> None:
+        error = failure.error
+        status = f"HTTP {error.status_code}" if error.status_code else "no response"
+        logger.warning(
+            "%s/%s: attempt %d/%d failed (%s, %s); retrying in %.2f s",
+            *self._names,
+            *(number, self.retry.max_attempts, status, type(error).__name__, wait),
+        )
+        events.emit(
+            events.RetryEvent(call_id, *self._names, number, error.status_code, error, wait)
+        )
+
+    @property
+    def _names(self) -> tuple[str, str]:
+        return self.provider, self.model
+
+    def _slot(self) -> AbstractAsyncContextManager[object]:
+        """This LM's `max_concurrency` semaphore on the runtime loop (none if unlimited)."""
+        limit = self.max_concurrency
+        if limit is None:
+            return contextlib.nullcontext()
+        return _runtime.loop_resource(self._slots_key, lambda: asyncio.Semaphore(limit))

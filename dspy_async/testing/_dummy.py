@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ class DummyLM(BaseLM):
         super().__init__(model, "dummy")
         self._outputs: deque[DummyOutput] = deque(outputs)
         self._respond = respond
-        self._lock = threading.Lock()
         self.calls: list[DummyCall] = []
 
     def __repr__(self) -> str:

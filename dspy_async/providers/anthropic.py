@@ -1,0 +1,78 @@
+"""Anthropic Messages API. A structured call forces one tool whose input is the object wanted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .base import Endpoint, ErrorBody, Reply, find_api_key, message_from, usage_from
+
+if TYPE_CHECKING:
+    from ..lm import Message, OutputSchema
+
+DEFAULT_BASE = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"
+# The Messages API requires max_tokens; this is used when neither the LM nor the call sets it.
+DEFAULT_MAX_TOKENS = 4096
+NATIVE_PARAMS = frozenset({"tools", "tool_choice", "input_schema"})
+
+
+def endpoint(api_key: str | None, api_base: str | None) -> Endpoint:
+    """`api_base` is the host URL, without /v1, as in Anthropic's own SDK."""
+    key = find_api_key(
+        api_key, "ANTHROPIC_API_KEY", required=api_base is None, provider="anthropic"
+    )
+    headers = {"anthropic-version": API_VERSION}
+    if key:
+        headers["x-api-key"] = key
+    return Endpoint(f"{(api_base or DEFAULT_BASE).rstrip('/')}/v1/messages", headers, key)
+
+
+def build_body(
+    model: str,
+    messages: list[Message],
+    params: Mapping[str, Any],
+    schema: OutputSchema | None,
+) -> dict[str, Any]:
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": DEFAULT_MAX_TOKENS,
+        "messages": [m for m in messages if m["role"] != "system"],
+        **params,
+    }
+    if system:
+        body["system"] = system
+    if schema is not None:
+        body["tools"] = [
+            {
+                "name": schema.name,
+                "description": f"Answer with a {schema.name} object.",
+                "input_schema": dict(schema.schema),
+            }
+        ]
+        body["tool_choice"] = {"type": "tool", "name": schema.name}
+    return body
+
+
+def parse_reply(body: Any) -> Reply:
+    blocks = body["content"]
+    tool_inputs = [block["input"] for block in blocks if block["type"] == "tool_use"]
+    if tool_inputs:
+        text = json.dumps(tool_inputs[0])
+    else:
+        text = "".join(block["text"] for block in blocks if block["type"] == "text")
+    return Reply(
+        text=text,
+        usage=usage_from(body.get("usage"), "input_tokens", "output_tokens"),
+        finish_reason=body.get("stop_reason"),
+    )
+
+
+def parse_error(body: Any) -> ErrorBody:
+    error = body.get("error") if isinstance(body, Mapping) else None
+    if not isinstance(error, Mapping):
+        return ErrorBody(message_from(body))
+    kind = error.get("type")
+    return ErrorBody(message_from(error), kind if isinstance(kind, str) else None)

@@ -1,0 +1,187 @@
+"""When and how long to wait before trying a failed provider call again.
+
+`RetryPolicy` is the user-facing knob; `call_with_retries` is the loop every LM call runs. Waits
+are `sleep` on the running loop (`asyncio.sleep` unless a test injects another), so a call
+waiting out a backoff blocks nothing else, and it waits outside the `gate` (the LM's
+`max_concurrency` slot) so it holds no slot while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import backoff
+
+from .errors import (
+    ConfigurationError,
+    ContextWindowExceededError,
+    LMError,
+    UnsupportedParameterError,
+)
+from .records import Attempt, Usage
+
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "AttemptFailed",
+    "RetryPolicy",
+    "call_with_retries",
+    "server_wait",
+    "should_retry",
+]
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+NEVER_RETRIED = (ContextWindowExceededError, UnsupportedParameterError)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How an LM retries a failed call.
+
+    Waits grow from `initial_delay`, doubling up to `max_delay`; with `jitter` each is drawn
+    from its upper half, so clients that failed together do not retry together. A wait the
+    server asks for (`retry-after-ms` / `Retry-After`) replaces it when `respect_retry_after`.
+    `max_attempts` counts the first try; `max_elapsed` bounds the whole call, waits included:
+    a wait that would end past it is not taken, and the last error is raised at once.
+    """
+
+    max_attempts: int = 4
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    max_elapsed: float = 120.0
+    jitter: bool = True
+    respect_retry_after: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigurationError("RetryPolicy.max_attempts must be at least 1")
+        if not 0 <= self.initial_delay <= self.max_delay:
+            raise ConfigurationError("RetryPolicy needs 0 <= initial_delay <= max_delay")
+        if self.max_elapsed <= 0:
+            raise ConfigurationError("RetryPolicy.max_elapsed must be positive")
+
+    def backoff_waits(self) -> Iterator[float]:
+        """The waits before the second, third, ... attempt when the server names none."""
+        waits = backoff.expo(base=2, factor=self.initial_delay, max_value=self.max_delay)
+        next(waits)  # backoff's generators yield once before their first value
+        for wait in waits:
+            yield wait / 2 + backoff.full_jitter(wait / 2) if self.jitter else wait
+
+
+class AttemptFailed(Exception):
+    """One attempt's failure: the typed error, whether it may be retried, and any wait the
+    server asked for, in seconds."""
+
+    def __init__(self, error: LMError, *, retryable: bool, server_wait: float | None = None):
+        super().__init__(str(error))
+        self.error = error
+        self.retryable = retryable and not isinstance(error, NEVER_RETRIED)
+        self.server_wait = server_wait
+
+
+def should_retry(headers: Mapping[str, str], *, default: bool) -> bool:
+    """Whether a response may be retried: its `x-should-retry` header if it has one (the
+    OpenAI and Anthropic APIs send it), else `default`."""
+    override = headers.get("x-should-retry", "").strip().lower()
+    return override == "true" if override in ("true", "false") else default
+
+
+def server_wait(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """The wait a response asks for, in seconds, from `retry-after-ms` or `Retry-After`
+    (seconds or an HTTP date, measured from `now`, a Unix time). None if it names none."""
+    with contextlib.suppress(KeyError, ValueError):
+        return max(0.0, float(headers["retry-after-ms"]) / 1000)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+        return max(0.0, when - (time.time() if now is None else now))
+    return None
+
+
+class _HasUsage(Protocol):
+    @property
+    def usage(self) -> Usage: ...
+
+
+R = TypeVar("R", bound=_HasUsage)
+Gate = Callable[[], AbstractAsyncContextManager[object]]
+RetryHook = Callable[[AttemptFailed, int, float], None]
+
+
+async def call_with_retries(
+    attempt: Callable[[int, float], Awaitable[R]],
+    policy: RetryPolicy,
+    *,
+    enabled: bool = True,
+    gate: Gate = contextlib.nullcontext,
+    on_retry: RetryHook | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[R, tuple[Attempt, ...]]:
+    """Run `attempt(number, budget)` until it succeeds or may not be retried.
+
+    `attempt` raises `AttemptFailed` on failure; `budget` is what is left of `max_elapsed`, the
+    most it may take. Each attempt runs inside `gate()`; time spent waiting for the gate is not
+    counted against `max_elapsed`. `on_retry(failure, number, wait)` is called before each wait.
+    With `enabled` False (retries switched off) only one attempt is made. Returns the result
+    and every attempt's record; on failure raises the last error, carrying every record.
+    """
+    waits = policy.backoff_waits()
+    history: list[Attempt] = []
+    spent = waited = 0.0
+    number = 0
+    while True:
+        number += 1
+        async with gate():
+            began = clock()
+            try:
+                result = await attempt(number, policy.max_elapsed - spent)
+            except AttemptFailed as failed:
+                failure = failed
+            else:
+                elapsed = clock() - began
+                history.append(Attempt(number, "ok", None, 200, waited, elapsed, result.usage))
+                return result, tuple(history)
+            finally:
+                spent += clock() - began
+        error = failure.error
+        history.append(
+            Attempt(number, "error", str(error), error.status_code, waited, clock() - began)
+        )
+        remaining = policy.max_elapsed - spent
+        wait = _next_wait(failure, number, policy, waits, remaining) if enabled else None
+        if wait is None:
+            error.attempts = tuple(history)
+            raise error from failure.__cause__
+        if on_retry is not None:
+            on_retry(failure, number, wait)
+        slept_from = clock()
+        await sleep(wait)
+        waited = clock() - slept_from
+        spent += waited
+
+
+def _next_wait(
+    failure: AttemptFailed,
+    number: int,
+    policy: RetryPolicy,
+    waits: Iterator[float],
+    remaining: float,
+) -> float | None:
+    """The wait before the next attempt, or None if the call must fail now."""
+    if not failure.retryable or number >= policy.max_attempts:
+        return None
+    wait = next(waits)
+    if policy.respect_retry_after and failure.server_wait is not None:
+        wait = failure.server_wait
+    return wait if wait < remaining else None
