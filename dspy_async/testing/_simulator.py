@@ -1,0 +1,400 @@
+"""ProviderSimulator: a real HTTP server speaking the OpenAI, Anthropic and Ollama wire formats.
+
+It runs an ``aiohttp.web`` server on 127.0.0.1 in its own event loop on its own daemon
+thread, so sync tests, async tests and the library's hidden runtime can all call it without
+sharing a loop. Tests script answers (``respond``), inject faults (``fault``), and inspect
+what arrived (``requests``). See the package docstring of ``dspy_async.testing`` for a tour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Mapping
+from functools import partial
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from ._schema_values import find_prompt_schema, generate_value, invalid_value
+from ._script import FAULT_KINDS, Fault, FaultKind, RecordedRequest, Script, ScriptedAnswer
+from ._wire import ANTHROPIC, OLLAMA, OPENAI, Answer, Parsed, Reply, Wire, WireError
+
+__all__ = ["ProviderSimulator", "RecordedRequest"]
+
+_HOST = "127.0.0.1"
+_BACKLOG = 8192
+_WANTED_OPEN_FILES = 16_384  # room for 5,000+ server sockets plus the client's own
+_MAX_BODY = 64 * 2**20
+_STOP_TIMEOUT = 30.0
+
+
+class ProviderSimulator:
+    """A local fake of the OpenAI, Anthropic and Ollama HTTP APIs, with scripted faults.
+
+    Use as a context manager (or ``start()``/``close()``)::
+
+        with ProviderSimulator(latency=0.05) as sim:
+            sim.respond("capital of France", output={"answer": "Paris"})
+            sim.fault(kind="status", status=429, retry_after=1, times=2)
+            client = openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-test")
+
+    ``latency`` (seconds, ``asyncio.sleep``) delays every reply and may be changed at any
+    time; ``api_key``, when set, makes requests without that key get the provider's 401.
+    Without it any key (or none) is accepted. Keys are never recorded or shown.
+    """
+
+    def __init__(self, *, latency: float = 0.0, api_key: str | None = None, port: int = 0) -> None:
+        self.latency = latency
+        self.api_key = api_key
+        self._port = port
+        self._script = Script()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._released: asyncio.Event | None = None  # set to let hanging requests go
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._runner is not None else "not started"
+        return f"ProviderSimulator({where}, latency={self.latency})"
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> ProviderSimulator:
+        """Bind the port and start serving; returns self."""
+        if self._thread is not None:
+            raise RuntimeError("this ProviderSimulator was already started")
+        _raise_open_file_limit()
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=_run_loop, args=(loop,), name="dspy-async-provider-simulator", daemon=True
+        )
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._serve(), loop).result(_STOP_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Stop serving (hanging requests are cut), stop the loop and join its thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or loop.is_closed():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(_STOP_TIMEOUT)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(_STOP_TIMEOUT)
+            self._runner = None
+
+    def __enter__(self) -> ProviderSimulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def _serve(self) -> None:
+        self._released = asyncio.Event()
+        app = web.Application(client_max_size=_MAX_BODY)
+        app.router.add_post("/v1/chat/completions", partial(self._chat, wire=OPENAI))
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/messages", partial(self._chat, wire=ANTHROPIC))
+        app.router.add_post("/api/chat", partial(self._chat, wire=OLLAMA))
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=0.25,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, _HOST, self._port, backlog=_BACKLOG)
+        await site.start()
+        self._port = int(runner.addresses[0][1])
+        self._runner = runner
+
+    async def _shutdown(self) -> None:
+        self._release_hangs()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- addresses ------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._runner is None:
+            raise RuntimeError("the ProviderSimulator is not running: call start() first")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``: the root every endpoint hangs off."""
+        return f"http://{_HOST}:{self.port}"
+
+    url = base_url
+
+    @property
+    def openai_base_url(self) -> str:
+        """What ``openai.OpenAI(base_url=...)`` wants: the root plus ``/v1``."""
+        return self.base_url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """What ``anthropic.Anthropic(base_url=...)`` wants: the root."""
+        return self.base_url
+
+    @property
+    def ollama_base_url(self) -> str:
+        """What an Ollama client wants (the ``OLLAMA_HOST`` form): the root."""
+        return self.base_url
+
+    # -- scripting ------------------------------------------------------------------
+
+    def respond(
+        self,
+        match: str | None = None,
+        *,
+        output: str | Mapping[str, Any],
+        latency: float | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Answer requests whose message text contains ``match`` (every request if None).
+
+        A mapping ``output`` is sent as a JSON object (Anthropic: as the forced tool's
+        input); a string is sent as text. ``latency`` overrides the simulator's for these
+        requests; ``times`` limits how many requests the rule answers (None: no limit).
+        The first registered rule that still has uses and matches wins.
+        """
+        _check_times(times)
+        value: str | dict[str, Any] = output if isinstance(output, str) else dict(output)
+        self._script.add_answer(ScriptedAnswer(match, value, latency, times))
+
+    def fault(
+        self,
+        match: str | None = None,
+        *,
+        times: int | None = 1,
+        kind: FaultKind = "status",
+        status: int = 503,
+        retry_after: float | None = None,
+        retry_after_ms: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Make the next ``times`` requests matching ``match`` (None: any) fail as ``kind``.
+
+        Kinds: ``status`` (HTTP ``status`` with the provider's error body and ``message``),
+        ``context_window`` (the provider's real prompt-too-long 400), ``unsupported_param``
+        (a 400 rejecting response_format / tool_choice / format), ``drop`` (connection closed
+        without a response), ``hang`` (no answer until the client gives up, ``reset()`` or
+        ``close()``), ``truncate`` (Content-Length promised, half the body sent, connection
+        closed), ``malformed`` (200 with a non-JSON body), ``invalid_output`` (a well-formed
+        answer that violates the requested schema, or non-JSON text without one).
+        ``retry_after`` / ``retry_after_ms`` / ``headers`` are added to error replies.
+        Faults are used in registration order, before any ``respond`` rule.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
+        if not 100 <= status <= 599:
+            raise ValueError(f"status must be an HTTP status code, got {status}")
+        _check_times(times)
+        extra = dict(headers or {})
+        if retry_after is not None:
+            extra["retry-after"] = f"{retry_after:g}"
+        if retry_after_ms is not None:
+            extra["retry-after-ms"] = str(retry_after_ms)
+        self._script.add_fault(Fault(kind, match, times, status, message, extra))
+
+    def reset(self) -> None:
+        """Forget every rule, fault, record and attempt count; cut hanging requests."""
+        self._script.reset()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._release_hangs)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received since the last ``reset()``, in arrival order."""
+        return self._script.records()
+
+    def wait_for_requests(
+        self, count: int, *, timeout: float = 10.0, finished: bool = False
+    ) -> list[RecordedRequest]:
+        """Block until ``count`` requests arrived (and all finished, if ``finished``)."""
+        return self._script.wait_for(count, timeout, finished)
+
+    # -- serving --------------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        record = self._script.arrive(request.path, OPENAI.provider, None, request.headers, "")
+        rejection = OPENAI.check_headers(request.headers, self.api_key)
+        reply = rejection or OPENAI.models()
+        self._script.finish(record, "unauthorized" if rejection else "ok", reply.status)
+        return _response(reply)
+
+    async def _chat(self, request: web.Request, *, wire: Wire) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = None
+        parsed: Parsed | None = None
+        rejection = wire.check_headers(request.headers, self.api_key)
+        if rejection is None:
+            try:
+                parsed = wire.parse(body)
+            except WireError as error:
+                rejection = error.reply
+        text = parsed.text if parsed is not None else raw.decode("utf-8", "replace")
+        record = self._script.arrive(request.path, wire.provider, body, request.headers, text)
+        outcome, status = "disconnected", None
+        try:
+            fault, answer = (None, None) if parsed is None else self._script.choose(text)
+            latency = self.latency if answer is None or answer.latency is None else answer.latency
+            if latency > 0:
+                await asyncio.sleep(latency)
+            if rejection is not None or parsed is None:
+                assert rejection is not None
+                outcome = "unauthorized" if rejection.status == 401 else "bad_request"
+                reply: Reply | None = rejection
+            elif fault is not None:
+                outcome = fault.kind
+                reply = await self._fault_reply(request, wire, parsed, fault)
+            else:
+                outcome = "ok"
+                reply = wire.success(parsed, _answer(parsed, answer))
+            if reply is None:
+                return web.Response()  # the connection is gone: aiohttp drops this quietly
+            status = reply.status
+            if outcome == "truncate":
+                return await _truncated(request, reply)
+            return _response(reply)
+        finally:
+            self._script.finish(record, outcome, status)
+
+    async def _fault_reply(
+        self, request: web.Request, wire: Wire, parsed: Parsed, fault: Fault
+    ) -> Reply | None:
+        """The reply a fault sends, or None once it has closed the connection itself."""
+        headers = fault.headers or {}
+        if fault.kind == "status":
+            return _with_headers(wire.error(fault.status, fault.message), headers)
+        if fault.kind == "context_window":
+            return _with_headers(wire.context_window_error(parsed), headers)
+        if fault.kind == "unsupported_param":
+            return _with_headers(wire.unsupported_param_error(), headers)
+        if fault.kind == "malformed":
+            body = b"<html><body><h1>Bad Gateway</h1></body></html>"
+            return Reply(200, body, headers=headers)
+        if fault.kind == "invalid_output":
+            return wire.success(parsed, _invalid_answer(parsed))
+        if fault.kind == "truncate":
+            return wire.success(parsed, _answer(parsed, None))
+        if fault.kind == "hang":
+            assert self._released is not None
+            await self._released.wait()
+        request.protocol.force_close()  # "drop", or a hang that was let go
+        return None
+
+    def _release_hangs(self) -> None:
+        """On the loop: wake every hanging request (it then closes its connection)."""
+        if self._released is not None:
+            self._released.set()
+            self._released = asyncio.Event()
+
+
+def _answer(parsed: Parsed, scripted: ScriptedAnswer | None) -> Answer:
+    """The scripted output, else a value valid for the requested schema, else plain text."""
+    if scripted is not None:
+        return scripted.output
+    if parsed.schema is not None:
+        value = generate_value(parsed.schema, seed=parsed.text)
+        return value if isinstance(value, dict) else json.dumps(value)
+    prompt_schema = find_prompt_schema(parsed.text)
+    if prompt_schema is not None:
+        return json.dumps(generate_value(prompt_schema, seed=parsed.text))
+    snippet = " ".join(parsed.text.split())[-60:]
+    if parsed.json_mode:
+        return json.dumps({"answer": f"Simulated answer to: {snippet}"})
+    return f"Simulated answer to: {snippet}"
+
+
+def _invalid_answer(parsed: Parsed) -> Answer:
+    """A well-formed answer that does not satisfy what the request asked for."""
+    if parsed.schema is not None:
+        value = invalid_value(parsed.schema, seed=parsed.text)
+        return value if isinstance(value, dict) else json.dumps(value)
+    prompt_schema = find_prompt_schema(parsed.text)
+    if prompt_schema is not None:
+        return json.dumps(invalid_value(prompt_schema, seed=parsed.text))
+    return "Sorry, I cannot answer that in the format you asked for."
+
+
+def _with_headers(reply: Reply, headers: Mapping[str, str]) -> Reply:
+    return Reply(reply.status, reply.body, reply.content_type, {**reply.headers, **headers})
+
+
+def _response(reply: Reply) -> web.Response:
+    return web.Response(
+        status=reply.status,
+        body=reply.body,
+        content_type=reply.content_type,
+        headers=reply.headers,
+    )
+
+
+async def _truncated(request: web.Request, reply: Reply) -> web.StreamResponse:
+    """Promise the whole body in Content-Length, send half of it, then close."""
+    response = web.StreamResponse(status=reply.status, headers=reply.headers)
+    response.content_type = reply.content_type
+    response.content_length = len(reply.body)
+    await response.prepare(request)
+    await response.write(reply.body[: len(reply.body) // 2])
+    request.protocol.force_close()
+    return response
+
+
+def _check_times(times: int | None) -> None:
+    if times is not None and times < 1:
+        raise ValueError(f"times must be a positive count or None, got {times}")
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Thread body: run the simulator's loop until stopped, then close it cleanly."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
+def _raise_open_file_limit() -> None:
+    """Raise the soft RLIMIT_NOFILE towards the hard limit, so thousands of sockets fit."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX: nothing to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= _WANTED_OPEN_FILES:
+        return
+    target = _WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return
