@@ -1,0 +1,48 @@
+"""The chat messages for one call: a system message describing the task, a user message
+carrying the inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic_core
+
+from ..lm import Message
+from ..signatures import Signature, SignatureField
+from .json_prompt import json_instructions, json_reminder
+
+__all__ = ["build_messages", "format_value"]
+
+
+def build_messages(
+    signature: type[Signature], inputs: Mapping[str, Any], *, json_prompt: bool
+) -> list[Message]:
+    """System: instructions and fields (plus the JSON format when `json_prompt`); user: inputs."""
+    system = [signature.instructions]
+    if signature.input_fields:
+        system.append(_field_list("Inputs", signature.input_fields))
+    system.append(_field_list("Outputs", signature.output_fields))
+    user = [f"{name}: {format_value(value)}" for name, value in inputs.items()]
+    if json_prompt:
+        system.append(json_instructions(signature))
+        user.append(json_reminder(signature))
+    return [
+        {"role": "system", "content": "\n\n".join(system)},
+        {"role": "user", "content": "\n\n".join(user)},
+    ]
+
+
+def format_value(value: Any) -> str:
+    """A string as itself; anything else as JSON (models, enums, lists...), else `str()`."""
+    if isinstance(value, str):
+        return value
+    return pydantic_core.to_json(value, fallback=str).decode()
+
+
+def _field_list(title: str, fields: Mapping[str, SignatureField]) -> str:
+    lines = [f"{title}:"]
+    for field in fields.values():
+        desc = f": {field.desc}" if field.desc else ""
+        lines.append(f"- {field.name} ({field.type_name}){desc}")
+    return "\n".join(lines)

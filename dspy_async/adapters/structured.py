@@ -1,0 +1,106 @@
+"""One structured step: ask, parse and validate, and re-ask on invalid output.
+
+Everything runs in one coroutine on the runtime loop, so a re-ask blocks nothing. The native
+strategy is used while the LM supports it; when a provider rejects the native parameter, the
+LM is marked and this call (and every later one on that LM) falls back to prompt JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import OutputValidationError, UnsupportedParameterError
+from ..lm import BaseLM, Message
+from ..records import Attempt, Usage
+from ..signatures import Signature
+from .messages import build_messages
+from .native import native_output_schema
+from .parsing import InvalidOutput, parse_output
+from .reask import reask_messages
+
+__all__ = ["StructuredResult", "generate_structured"]
+
+
+@dataclass(frozen=True, slots=True)
+class StructuredResult:
+    """Validated output values, with the tokens and attempts spent getting them."""
+
+    values: dict[str, Any]
+    usage: Usage
+    attempts: tuple[Attempt, ...]
+
+
+async def generate_structured(
+    lm: BaseLM,
+    signature: type[Signature],
+    inputs: Mapping[str, Any],
+    *,
+    params: Mapping[str, Any],
+    max_retries: int,
+) -> StructuredResult:
+    """Call `lm` until its reply validates, re-asking at most `max_retries` times.
+
+    Raises OutputValidationError with every reply and error once the re-asks are spent;
+    provider errors (after the LM's own retries) propagate unchanged.
+    """
+    schema = native_output_schema(signature) if lm.supports_native_structured else None
+    base = build_messages(signature, inputs, json_prompt=schema is None)
+    turns: list[Message] = []
+    log = _AttemptLog()
+    replies: list[str] = []
+    errors: list[str] = []
+    while True:
+        try:
+            response = await lm.acall(messages=[*base, *turns], output_schema=schema, **params)
+        except UnsupportedParameterError as exc:
+            if schema is None:
+                raise
+            lm.supports_native_structured = False
+            log.add(exc.attempts)
+            schema = None
+            base = build_messages(signature, inputs, json_prompt=True)
+            continue
+        try:
+            values = parse_output(signature, response.text)
+        except InvalidOutput as exc:
+            error = str(exc)
+            log.add(response.attempts, usage=response.usage, invalid=error)
+            replies.append(response.text)
+            errors.append(error)
+            if len(errors) > max_retries:
+                raise OutputValidationError(
+                    f"{signature.__name__}: the output was still invalid after "
+                    f"{len(errors)} {'reply' if len(errors) == 1 else 'replies'}; "
+                    f"last error:\n{error}",
+                    raw_outputs=replies,
+                    errors=errors,
+                    attempts=log.attempts,
+                ) from None
+            turns += reask_messages(response.text, error)
+            continue
+        log.add(response.attempts, usage=response.usage)
+        return StructuredResult(values, log.usage, tuple(log.attempts))
+
+
+class _AttemptLog:
+    """Attempts of every LM call of one step, renumbered in order, and their summed usage."""
+
+    def __init__(self) -> None:
+        self.attempts: list[Attempt] = []
+        self.usage = Usage()
+
+    def add(
+        self, attempts: Iterable[Attempt], *, usage: Usage | None = None, invalid: str | None = None
+    ) -> None:
+        added = [
+            dataclasses.replace(a, number=len(self.attempts) + i + 1)
+            for i, a in enumerate(attempts)
+        ]
+        if invalid is not None and added:
+            added[-1] = dataclasses.replace(added[-1], outcome="invalid_output", error=invalid)
+        self.attempts += added
+        if usage is not None:
+            self.usage += usage
