@@ -217,8 +217,8 @@ def test_respond_rules_in_order_with_times(provider_simulator: ProviderSimulator
 
 
 def test_latency_fixed_and_per_match(provider_simulator: ProviderSimulator) -> None:
-    provider_simulator.latency = 0.15
-    provider_simulator.respond("slow", output="late", latency=0.3)
+    provider_simulator.latency = 0.1
+    provider_simulator.respond("slow", output="late", latency=0.2)
     with openai_client(provider_simulator) as client:
         started = time.monotonic()
         ask_openai(client, "fast")
@@ -226,10 +226,10 @@ def test_latency_fixed_and_per_match(provider_simulator: ProviderSimulator) -> N
         started = time.monotonic()
         assert ask_openai(client, "slow one") == "late"
         slow = time.monotonic() - started
-    assert fast >= 0.15 and slow >= 0.3
+    assert fast >= 0.1 and slow >= 0.2
     first, second = provider_simulator.requests
-    assert first.finished is not None and first.finished - first.arrived >= 0.15
-    assert second.finished is not None and second.finished - second.arrived >= 0.3
+    assert first.finished is not None and first.finished - first.arrived >= 0.1
+    assert second.finished is not None and second.finished - second.arrived >= 0.2
 
 
 async def test_concurrent_requests_overlap(provider_simulator: ProviderSimulator) -> None:
@@ -266,6 +266,14 @@ def test_invalid_arguments_are_refused() -> None:
     with pytest.raises(RuntimeError, match="start"):
         _ = sim.base_url
     assert "not started" in repr(sim)
+
+
+def test_port_in_use_fails_cleanly() -> None:
+    with ProviderSimulator() as first:
+        second = ProviderSimulator(port=first.port)
+        with pytest.raises(OSError):
+            second.start()
+        assert "not started" in repr(second)
 
 
 # -- authentication and secrets ---------------------------------------------------------
@@ -548,6 +556,31 @@ def test_invalid_output_violates_the_schema(provider_simulator: ProviderSimulato
     ]
 
 
+def test_unusable_schema_gets_a_400(provider_simulator: ProviderSimulator) -> None:
+    endless = {
+        "$defs": {
+            "Node": {
+                "type": "object",
+                "properties": {"next": {"$ref": "#/$defs/Node"}},
+                "required": ["next"],
+            }
+        },
+        "$ref": "#/$defs/Node",
+    }
+    with openai_client(provider_simulator) as client:
+        for schema in (endless, {"$ref": "https://example.com/schema.json"}):
+            with pytest.raises(openai.BadRequestError, match="Invalid schema"):
+                client.chat.completions.create(
+                    model="m",
+                    messages=[{"role": "user", "content": "x"}],
+                    response_format={
+                        "type": "json_schema",
+                        "json_schema": {"name": "S", "schema": schema},
+                    },
+                )
+    assert [r.outcome for r in provider_simulator.requests] == ["bad_request", "bad_request"]
+
+
 def test_faults_are_used_in_registration_order(provider_simulator: ProviderSimulator) -> None:
     provider_simulator.fault(kind="status", status=429)
     provider_simulator.fault(kind="status", status=503)
@@ -592,3 +625,18 @@ def test_context_manager_restarts_cleanly() -> None:
         with ProviderSimulator() as sim, httpx.Client() as http:
             assert http.get(sim.openai_base_url + "/models").status_code == 200
         assert [(r.path, r.outcome) for r in sim.requests] == [("/v1/models", "ok")]
+
+
+async def test_close_cuts_hanging_requests() -> None:
+    sim = ProviderSimulator().start()
+    try:
+        sim.fault(kind="hang")
+        async with httpx.AsyncClient(base_url=sim.ollama_base_url, timeout=30) as http:
+            call = asyncio.create_task(http.post("/api/chat", json=ollama_body(stream=False)))
+            await asyncio.to_thread(sim.wait_for_requests, 1)
+            await asyncio.to_thread(sim.close)
+            with pytest.raises(httpx.RemoteProtocolError):
+                await call
+    finally:
+        sim.close()
+    assert [r.outcome for r in sim.requests] == ["hang"]

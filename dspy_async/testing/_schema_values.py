@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["find_prompt_schema", "generate_value", "invalid_value"]
+__all__ = ["SchemaError", "find_prompt_schema", "generate_value", "invalid_value"]
 
 Schema = Mapping[str, Any]
 
@@ -40,6 +40,11 @@ _FORMATS = {
 }
 _MINIMAL_DEPTH = 4  # below this depth only required fields and minimal arrays are made
 _SPAN = 100  # width of the range drawn from when a number has at most one bound
+_MAX_DEPTH = 64  # deeper than this the schema cannot be satisfied by a finite value
+
+
+class SchemaError(ValueError):
+    """The schema cannot be used: a non-local or dangling ``$ref``, or endless nesting."""
 
 
 def generate_value(schema: Schema, *, seed: str) -> Any:
@@ -224,16 +229,21 @@ class _Generator:
 
     def _pointer(self, ref: str) -> Schema:
         if not ref.startswith("#"):
-            raise ValueError(f"only local $ref values are supported, got {ref!r}")
+            raise SchemaError(f"only local $ref values are supported, got {ref!r}")
         node: Any = self._root
         for part in ref.lstrip("#").strip("/").split("/"):
             if part:
-                node = node[part.replace("~1", "/").replace("~0", "~")]
+                key = part.replace("~1", "/").replace("~0", "~")
+                if not isinstance(node, Mapping) or key not in node:
+                    raise SchemaError(f"$ref {ref!r} points at nothing")
+                node = node[key]
         if not isinstance(node, Mapping):
-            raise ValueError(f"$ref {ref!r} does not point at a schema")
+            raise SchemaError(f"$ref {ref!r} does not point at a schema")
         return node
 
     def value(self, schema: Schema | bool, name: str, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            raise SchemaError("the schema nests without end: no finite value satisfies it")
         if isinstance(schema, bool):
             return f"example {name}"
         schema = self.resolve(schema)

@@ -10,9 +10,9 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-__all__ = ["Fault", "FaultKind", "RecordedRequest", "Script", "ScriptedAnswer"]
+__all__ = ["FAULT_KINDS", "Fault", "FaultKind", "RecordedRequest", "Script", "ScriptedAnswer"]
 
 FaultKind = Literal[
     "status",
@@ -24,7 +24,7 @@ FaultKind = Literal[
     "context_window",
     "unsupported_param",
 ]
-FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 _SECRET_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
 )

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from ._schema_values import find_prompt_schema, generate_value, invalid_value
+from ._schema_values import SchemaError, find_prompt_schema, generate_value, invalid_value
 from ._script import FAULT_KINDS, Fault, FaultKind, RecordedRequest, Script, ScriptedAnswer
 from ._wire import ANTHROPIC, OLLAMA, OPENAI, Answer, Parsed, Reply, Wire, WireError
 
@@ -28,7 +28,7 @@ _HOST = "127.0.0.1"
 _BACKLOG = 8192
 _WANTED_OPEN_FILES = 16_384  # room for 5,000+ server sockets plus the client's own
 _MAX_BODY = 64 * 2**20
-_STOP_TIMEOUT = 30.0
+_THREAD_TIMEOUT = 30.0
 
 
 class ProviderSimulator:
@@ -49,7 +49,8 @@ class ProviderSimulator:
     def __init__(self, *, latency: float = 0.0, api_key: str | None = None, port: int = 0) -> None:
         self.latency = latency
         self.api_key = api_key
-        self._port = port
+        self._port = port  # asked for; 0: any free one
+        self._bound_port: int | None = None  # set once serving
         self._script = Script()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -57,7 +58,7 @@ class ProviderSimulator:
         self._released: asyncio.Event | None = None  # set to let hanging requests go
 
     def __repr__(self) -> str:
-        where = self.base_url if self._runner is not None else "not started"
+        where = self.base_url if self._bound_port is not None else "not started"
         return f"ProviderSimulator({where}, latency={self.latency})"
 
     # -- lifecycle --------------------------------------------------------------------
@@ -74,7 +75,7 @@ class ProviderSimulator:
         )
         self._thread.start()
         try:
-            asyncio.run_coroutine_threadsafe(self._serve(), loop).result(_STOP_TIMEOUT)
+            asyncio.run_coroutine_threadsafe(self._serve(), loop).result(_THREAD_TIMEOUT)
         except BaseException:
             self.close()
             raise
@@ -86,11 +87,12 @@ class ProviderSimulator:
         if loop is None or thread is None or loop.is_closed():
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(_STOP_TIMEOUT)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(_THREAD_TIMEOUT)
         finally:
             loop.call_soon_threadsafe(loop.stop)
-            thread.join(_STOP_TIMEOUT)
+            thread.join(_THREAD_TIMEOUT)
             self._runner = None
+            self._bound_port = None
 
     def __enter__(self) -> ProviderSimulator:
         return self.start()
@@ -118,10 +120,10 @@ class ProviderSimulator:
             shutdown_timeout=0.25,
         )
         await runner.setup()
+        self._runner = runner
         site = web.TCPSite(runner, _HOST, self._port, backlog=_BACKLOG)
         await site.start()
-        self._port = int(runner.addresses[0][1])
-        self._runner = runner
+        self._bound_port = int(runner.addresses[0][1])
 
     async def _shutdown(self) -> None:
         self._release_hangs()
@@ -132,9 +134,9 @@ class ProviderSimulator:
 
     @property
     def port(self) -> int:
-        if self._runner is None:
+        if self._bound_port is None:
             raise RuntimeError("the ProviderSimulator is not running: call start() first")
-        return self._port
+        return self._bound_port
 
     @property
     def base_url(self) -> str:
@@ -248,8 +250,8 @@ class ProviderSimulator:
             body: Any = json.loads(raw)
         except ValueError:
             body = None
-        parsed: Parsed | None = None
         rejection = wire.check_headers(request.headers, self.api_key)
+        parsed: Parsed | None = None
         if rejection is None:
             try:
                 parsed = wire.parse(body)
@@ -257,22 +259,23 @@ class ProviderSimulator:
                 rejection = error.reply
         text = parsed.text if parsed is not None else raw.decode("utf-8", "replace")
         record = self._script.arrive(request.path, wire.provider, body, request.headers, text)
-        outcome, status = "disconnected", None
+        outcome, status = "disconnected", None  # what is recorded if the client goes away
         try:
-            fault, answer = (None, None) if parsed is None else self._script.choose(text)
+            fault, answer = self._script.choose(text) if parsed is not None else (None, None)
             latency = self.latency if answer is None or answer.latency is None else answer.latency
             if latency > 0:
                 await asyncio.sleep(latency)
-            if rejection is not None or parsed is None:
-                assert rejection is not None
-                outcome = "unauthorized" if rejection.status == 401 else "bad_request"
-                reply: Reply | None = rejection
-            elif fault is not None:
-                outcome = fault.kind
-                reply = await self._fault_reply(request, wire, parsed, fault)
+            reply: Reply | None
+            if parsed is None:
+                outcome = "unauthorized" if rejection and rejection.status == 401 else "bad_request"
+                reply = rejection
             else:
-                outcome = "ok"
-                reply = wire.success(parsed, _answer(parsed, answer))
+                try:
+                    outcome = fault.kind if fault is not None else "ok"
+                    reply = await self._reply(request, wire, parsed, fault, answer)
+                except SchemaError as error:
+                    outcome = "bad_request"
+                    reply = wire.error(400, f"Invalid schema: {error}")
             if reply is None:
                 return web.Response()  # the connection is gone: aiohttp drops this quietly
             status = reply.status
@@ -282,10 +285,17 @@ class ProviderSimulator:
         finally:
             self._script.finish(record, outcome, status)
 
-    async def _fault_reply(
-        self, request: web.Request, wire: Wire, parsed: Parsed, fault: Fault
+    async def _reply(
+        self,
+        request: web.Request,
+        wire: Wire,
+        parsed: Parsed,
+        fault: Fault | None,
+        answer: ScriptedAnswer | None,
     ) -> Reply | None:
-        """The reply a fault sends, or None once it has closed the connection itself."""
+        """The reply to a valid request, or None once a fault has closed the connection."""
+        if fault is None:
+            return wire.success(parsed, _answer(parsed, answer))
         headers = fault.headers or {}
         if fault.kind == "status":
             return _with_headers(wire.error(fault.status, fault.message), headers)
@@ -299,7 +309,7 @@ class ProviderSimulator:
         if fault.kind == "invalid_output":
             return wire.success(parsed, _invalid_answer(parsed))
         if fault.kind == "truncate":
-            return wire.success(parsed, _answer(parsed, None))
+            return wire.success(parsed, _answer(parsed, answer))
         if fault.kind == "hang":
             assert self._released is not None
             await self._released.wait()
@@ -314,15 +324,18 @@ class ProviderSimulator:
 
 
 def _answer(parsed: Parsed, scripted: ScriptedAnswer | None) -> Answer:
-    """The scripted output, else a value valid for the requested schema, else plain text."""
+    """The scripted output, else a value valid for the requested schema, else plain text.
+
+    Raises SchemaError for an unusable native schema (the provider would reject it); an
+    unusable schema found in the prompt is ignored.
+    """
     if scripted is not None:
         return scripted.output
     if parsed.schema is not None:
-        value = generate_value(parsed.schema, seed=parsed.text)
-        return value if isinstance(value, dict) else json.dumps(value)
-    prompt_schema = find_prompt_schema(parsed.text)
-    if prompt_schema is not None:
-        return json.dumps(generate_value(prompt_schema, seed=parsed.text))
+        return _as_answer(generate_value(parsed.schema, seed=parsed.text))
+    prompt_value = _from_prompt_schema(parsed.text, generate_value)
+    if prompt_value is not None:
+        return prompt_value
     snippet = " ".join(parsed.text.split())[-60:]
     if parsed.json_mode:
         return json.dumps({"answer": f"Simulated answer to: {snippet}"})
@@ -332,12 +345,27 @@ def _answer(parsed: Parsed, scripted: ScriptedAnswer | None) -> Answer:
 def _invalid_answer(parsed: Parsed) -> Answer:
     """A well-formed answer that does not satisfy what the request asked for."""
     if parsed.schema is not None:
-        value = invalid_value(parsed.schema, seed=parsed.text)
-        return value if isinstance(value, dict) else json.dumps(value)
-    prompt_schema = find_prompt_schema(parsed.text)
-    if prompt_schema is not None:
-        return json.dumps(invalid_value(prompt_schema, seed=parsed.text))
+        return _as_answer(invalid_value(parsed.schema, seed=parsed.text))
+    prompt_value = _from_prompt_schema(parsed.text, invalid_value)
+    if prompt_value is not None:
+        return prompt_value
     return "Sorry, I cannot answer that in the format you asked for."
+
+
+def _as_answer(value: Any) -> Answer:
+    """Objects stay objects (tool input for Anthropic); anything else is sent as JSON text."""
+    return value if isinstance(value, dict) else json.dumps(value)
+
+
+def _from_prompt_schema(text: str, make: Callable[..., Any]) -> str | None:
+    """JSON text made by ``make`` from a schema embedded in the prompt, if there is one."""
+    schema = find_prompt_schema(text)
+    if schema is None:
+        return None
+    try:
+        return json.dumps(make(schema, seed=text))
+    except SchemaError:
+        return None
 
 
 def _with_headers(reply: Reply, headers: Mapping[str, str]) -> Reply:

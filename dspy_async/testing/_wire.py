@@ -92,6 +92,7 @@ class Wire(ABC):
         """Read a request body; raise WireError as the provider would for an invalid one."""
 
     def missing_field_message(self, name: str) -> str:
+        """How the provider words a missing required body field."""
         return f"{name}: Field required"
 
     def fields(self, body: object, required: tuple[str, ...]) -> Mapping[str, Any]:
@@ -117,7 +118,7 @@ class Wire(ABC):
         """The provider's error body for ``status`` (with its usual message if none given)."""
 
     @abstractmethod
-    def context_window_error(self, parsed: Parsed | None) -> Reply:
+    def context_window_error(self, parsed: Parsed) -> Reply:
         """The provider's real "prompt too long for the model" error."""
 
     @abstractmethod
@@ -259,8 +260,8 @@ class OpenAIWire(Wire):
         kind, code, default = self._ERRORS.get(status, (family, None, f"HTTP {status}"))
         return self._body(status, message or default, kind, None, code)
 
-    def context_window_error(self, parsed: Parsed | None) -> Reply:
-        tokens = _CONTEXT_LIMIT + (parsed.prompt_tokens if parsed else 1)
+    def context_window_error(self, parsed: Parsed) -> Reply:
+        tokens = _CONTEXT_LIMIT + parsed.prompt_tokens
         message = (
             f"This model's maximum context length is {_CONTEXT_LIMIT} tokens. However, your "
             f"messages resulted in {tokens} tokens. Please reduce the length of the messages."
@@ -382,9 +383,9 @@ class AnthropicWire(Wire):
         }
         return json_reply(status, payload, {"request-id": request_id})
 
-    def context_window_error(self, parsed: Parsed | None) -> Reply:
+    def context_window_error(self, parsed: Parsed) -> Reply:
         limit = 200_000
-        tokens = limit + (parsed.prompt_tokens if parsed else 1)
+        tokens = limit + parsed.prompt_tokens
         return self.error(400, f"prompt is too long: {tokens} tokens > {limit} maximum")
 
     def unsupported_param_error(self) -> Reply:
@@ -458,7 +459,7 @@ class OllamaWire(Wire):
     def error(self, status: int, message: str | None = None) -> Reply:
         return json_reply(status, {"error": message or self._ERRORS.get(status, f"HTTP {status}")})
 
-    def context_window_error(self, parsed: Parsed | None) -> Reply:
+    def context_window_error(self, parsed: Parsed) -> Reply:
         return self.error(400, "the input length exceeds the context length")
 
     def unsupported_param_error(self) -> Reply:
