@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import functools
 import logging
 import threading
@@ -23,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from . import _http, _runtime, events
+from . import _http, _limits, _runtime, events
 from .errors import ConfigurationError, LMError
 from .providers import get_provider
 from .providers.base import Reply
@@ -281,9 +280,11 @@ class LM(BaseLM):
     def _names(self) -> tuple[str, str]:
         return self.provider, self.model
 
-    def _slot(self) -> AbstractAsyncContextManager[object]:
-        """This LM's `max_concurrency` semaphore on the runtime loop (none if unlimited)."""
+    def _slot(self) -> AbstractAsyncContextManager[None]:
+        """For one attempt: a slot of this LM's `max_concurrency` (a semaphore per runtime
+        loop) and of every enclosing batch's limit."""
         limit = self.max_concurrency
         if limit is None:
-            return contextlib.nullcontext()
-        return _runtime.loop_resource(self._slots_key, lambda: asyncio.Semaphore(limit))
+            return _limits.attempt_slots()
+        slots = _runtime.loop_resource(self._slots_key, lambda: asyncio.Semaphore(limit))
+        return _limits.attempt_slots(slots)

@@ -145,19 +145,16 @@ async def call_with_retries(
         async with gate():
             began = clock()
             try:
-                result = await attempt(number, policy.max_elapsed - spent)
+                outcome: R | AttemptFailed = await attempt(number, policy.max_elapsed - spent)
             except AttemptFailed as failed:
-                failure = failed
-            else:
-                elapsed = clock() - began
-                history.append(Attempt(number, "ok", None, 200, waited, elapsed, result.usage))
-                return result, tuple(history)
-            finally:
-                spent += clock() - began
-        error = failure.error
-        history.append(
-            Attempt(number, "error", str(error), error.status_code, waited, clock() - began)
-        )
+                outcome = failed
+            elapsed = clock() - began
+        spent += elapsed
+        if not isinstance(outcome, AttemptFailed):
+            history.append(Attempt(number, "ok", None, 200, waited, elapsed, outcome.usage))
+            return outcome, tuple(history)
+        failure, error = outcome, outcome.error
+        history.append(Attempt(number, "error", str(error), error.status_code, waited, elapsed))
         remaining = policy.max_elapsed - spent
         wait = _next_wait(failure, number, policy, waits, remaining) if enabled else None
         if wait is None:

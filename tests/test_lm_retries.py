@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dspy_async import events
+from dspy_async import _limits, events
 from dspy_async.errors import (
     BadRequestError,
     LMError,
@@ -377,3 +377,18 @@ def test_a_forked_child_gets_its_own_client_and_slots(
     assert results.get().startswith("Simulated answer")
     assert lm("in the parent again").text
     assert attempts_seen(provider_simulator) == [1, 1, 1]
+
+
+@pytest.mark.slow
+async def test_an_enclosing_batch_scope_limits_attempts_in_flight(
+    provider_simulator: ProviderSimulator,
+) -> None:
+    provider_simulator.latency = 0.2
+    provider_simulator.fault("q0", kind="status", status=503, retry_after=1)
+    lm = make_lm(provider_simulator)
+    with _limits.scope(1):
+        await asyncio.gather(*(lm.acall(f"q{i}") for i in range(3)))
+    requests = provider_simulator.requests
+    assert max_in_flight(requests) == 1
+    # q0 waited out its Retry-After without its slot: q1 and q2 went first.
+    assert [r.text for r in requests][-1] == "q0"

@@ -75,7 +75,8 @@ async def exchange(
         )
         raise AttemptFailed(too_large, retryable=False) from None
     except (httpx.RequestError, aiohttp.ClientError, TimeoutError) as exc:
-        error = _transport_error(name, exc, reading=reading, timeout=timeout)
+        status = response.status_code if reading else None
+        error = _transport_error(name, exc, status=status, timeout=timeout)
         retryable = not isinstance(exc, httpx.UnsupportedProtocol)
         raise AttemptFailed(error, retryable=retryable) from exc
     if response.status_code == 200:
@@ -83,15 +84,20 @@ async def exchange(
     raise _status_failure(request, response.status_code, response.headers, content)
 
 
-def _transport_error(name: str, exc: BaseException, *, reading: bool, timeout: float) -> LMError:
+def _transport_error(
+    name: str, exc: BaseException, *, status: int | None, timeout: float
+) -> LMError:
+    """The error for a failed exchange; `status` is set if the body was being read."""
     # httpx-aiohttp maps every aiohttp connection error to httpx.ConnectTimeout, so the
     # original aiohttp error, when there is one, is what tells a timeout from a drop.
     cause = exc.__cause__ if isinstance(exc.__cause__, aiohttp.ClientError) else exc
     if isinstance(cause, TimeoutError | httpx.TimeoutException):
-        return ProviderTimeoutError(f"{name} did not answer within {timeout:.3g} s", provider=name)
+        message = f"{name} did not answer within {timeout:.3g} s"
+        return ProviderTimeoutError(message, provider=name, status_code=status)
     detail = f"{type(cause).__name__}: {cause}".rstrip(": ")
-    if reading:
-        return ProviderResponseError(f"{name}: response body was cut off ({detail})", provider=name)
+    if status is not None:
+        message = f"{name}: response body was cut off ({detail})"
+        return ProviderResponseError(message, provider=name, status_code=status)
     return ProviderConnectionError(f"{name}: connection failed ({detail})", provider=name)
 
 
