@@ -2,9 +2,10 @@
 
 Layout, following a call from the caller down:
     predict.py, module.py      Predict, ChainOfThought, Module (sync, async, batch, submit)
+    batch.py, _limits.py       many inputs at once; slots held per request, not per backoff
     signatures.py              typed Signatures and string signatures
     adapters/                  Signature + inputs -> messages; output -> validated values
-    lm.py, retry.py            LM: limits, the retry policy, usage
+    lm.py, retry.py            LM: limits, the retry policy, usage; events.py to observe it
     providers/                 OpenAI, Anthropic and Ollama wire formats over _http.py
     _runtime.py                the hidden event-loop thread every call runs on
     errors.py, records.py      the exception hierarchy; usage and attempt records
@@ -12,6 +13,9 @@ Layout, following a call from the caller down:
     testing/                   ProviderSimulator, DummyLM, pytest plugin
 """
 
+import logging
+
+from . import events
 from .errors import (
     AuthenticationError,
     BadRequestError,
@@ -30,32 +34,55 @@ from .errors import (
     SignatureError,
     UnsupportedParameterError,
 )
+from .lm import LM, BaseLM, LMResponse, OutputSchema
+from .module import Module
+from .predict import ChainOfThought, Predict
+from .prediction import Prediction
 from .records import Attempt, Usage
-from .settings import configure, context, settings
+from .retry import RetryPolicy
+from .settings import StructuredOutputSettings, configure, context, settings
+from .signatures import InputField, OutputField, Signature
 
 __version__ = "0.1.0"
 
+# A library logs, the application decides where that goes (retries are logged at WARNING).
+logging.getLogger("dspy_async").addHandler(logging.NullHandler())
+
 __all__ = [
+    "LM",
     "Attempt",
     "AuthenticationError",
     "BadRequestError",
+    "BaseLM",
     "BatchError",
+    "ChainOfThought",
     "ConfigurationError",
     "ContextWindowExceededError",
     "DSPyAsyncError",
+    "InputField",
     "LMError",
+    "LMResponse",
+    "Module",
+    "OutputField",
+    "OutputSchema",
     "OutputValidationError",
+    "Predict",
+    "Prediction",
     "ProviderConnectionError",
     "ProviderResponseError",
     "ProviderServerError",
     "ProviderTimeoutError",
     "RateLimitError",
+    "RetryPolicy",
     "RuntimeReentryError",
+    "Signature",
     "SignatureError",
+    "StructuredOutputSettings",
     "UnsupportedParameterError",
     "Usage",
     "__version__",
     "configure",
     "context",
+    "events",
     "settings",
 ]

@@ -60,11 +60,13 @@ async def run_batch(
                 try:
                     async with deadline:
                         results[index] = await _start(inputs, acall, sync_call, pool)
-                except Exception:
+                except Exception as error:
+                    results[index] = error
                     if deadline.expired():
                         item.cancel()  # stops the inner calls of a sync item's worker thread
-                        error = TimeoutError(f"batch item {index} took longer than {timeout} s")
-                    results[index] = error
+                        results[index] = TimeoutError(
+                            f"batch item {index} took longer than {timeout} s"
+                        )
             bar.update(1)
 
         try:

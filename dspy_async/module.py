@@ -4,14 +4,18 @@ Define `forward` (sync), `aforward` (async), or both. Calling the module runs `f
 `acall` awaits `aforward`. Whichever one is missing is derived from the other: a sync call of
 an async-only module runs `aforward` on the hidden runtime loop, and an async call of a
 sync-only module runs `forward` in a worker thread, so it never blocks the caller's loop.
+Every module also gets `batch`/`abatch` (many inputs, bounded concurrency) and `submit`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _runtime
+from .batch import run_batch
 
 __all__ = ["Module"]
 
@@ -41,3 +45,62 @@ class Module:
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Run the module from async code."""
         return await self.aforward(*args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Start the call on the runtime loop and return at once; `cancel()` cancels it."""
+        return _runtime.submit(self.acall(*args, **kwargs))
+
+    def batch(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        max_concurrency: int = 16,
+        return_exceptions: bool = False,
+        progress: bool | None = None,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Run the module once per item (a dict of inputs); results in input order.
+
+        At most `max_concurrency` provider requests are in flight at once; an item waiting
+        out a backoff gives its slot to the others. A failed item's slot holds its exception
+        with `return_exceptions`; otherwise every item still finishes, then `BatchError` is
+        raised with `.results`. `timeout` bounds each item; `progress` shows a tqdm bar
+        (default: when stderr is a terminal). Ctrl-C cancels every item and re-raises.
+        """
+        return _runtime.run(
+            self._batch(items, max_concurrency, return_exceptions, progress, timeout)
+        )
+
+    async def abatch(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        max_concurrency: int = 16,
+        return_exceptions: bool = False,
+        progress: bool | None = None,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """`batch` for async code: the same engine, awaited on the caller's loop."""
+        return await _runtime.arun(
+            self._batch(items, max_concurrency, return_exceptions, progress, timeout)
+        )
+
+    async def _batch(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        max_concurrency: int,
+        return_exceptions: bool,
+        progress: bool | None,
+        timeout: float | None,
+    ) -> list[Any]:
+        # A module with only a sync forward runs it in the batch's bounded thread pool.
+        sync_only = type(self).aforward is Module.aforward
+        return await run_batch(
+            items,
+            acall=None if sync_only else self.acall,
+            sync_call=self.__call__ if sync_only else None,
+            max_concurrency=max_concurrency,
+            return_exceptions=return_exceptions,
+            progress=progress,
+            timeout=timeout,
+        )
