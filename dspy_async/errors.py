@@ -185,4 +185,3 @@ class BatchError(ExceptionGroup[Exception], DSPyAsyncError):
         self, message: str, exceptions: Sequence[Exception], results: Sequence[Any] = ()
     ) -> None:
         super().__init__(message, exceptions)
-
