@@ -67,6 +67,7 @@ def parse_reply(body: Any) -> Reply:
         text=text,
         usage=usage_from(body.get("usage"), "input_tokens", "output_tokens"),
         finish_reason=body.get("stop_reason"),
+        structured=bool(tool_inputs),
     )
 
 

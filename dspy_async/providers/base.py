@@ -42,11 +42,16 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A successful response, read: its text, token usage and why generation stopped."""
+    """A successful response, read: its text, token usage and why generation stopped.
+
+    `structured` says whether the answer came through the native structured-output channel,
+    where the wire format shows it (Anthropic's tool_use block); None where it cannot tell.
+    """
 
     text: str
     usage: Usage
     finish_reason: str | None
+    structured: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

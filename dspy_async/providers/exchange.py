@@ -113,7 +113,7 @@ def _reply(request: Request, content: bytes, headers: httpx.Headers) -> Reply:
         )
         raise AttemptFailed(error, retryable=should_retry(headers, default=True)) from None
     try:
-        return request.provider.parse_reply(body)
+        reply = request.provider.parse_reply(body)
     except (LookupError, TypeError, ValueError, AttributeError) as exc:
         error = ProviderResponseError(
             f"{name} answered 200 with an unexpected body ({type(exc).__name__}: {exc})",
@@ -121,6 +121,16 @@ def _reply(request: Request, content: bytes, headers: httpx.Headers) -> Reply:
             status_code=200,
         )
         raise AttemptFailed(error, retryable=should_retry(headers, default=False)) from None
+    if request.structured and reply.structured is False:
+        # Servers that accept but ignore a forced tool (llama.cpp's Anthropic endpoint with a
+        # model whose template has no tools) answer in prose: ask through the prompt instead.
+        ignored = UnsupportedParameterError(
+            f"{name} ignored the native structured-output request and answered in text",
+            provider=name,
+            status_code=200,
+        )
+        raise AttemptFailed(ignored, retryable=False)
+    return reply
 
 
 def _status_failure(

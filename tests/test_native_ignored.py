@@ -1,0 +1,30 @@
+"""A server that accepts a forced tool but answers in prose (llama.cpp's Anthropic endpoint)."""
+
+import dspy_async as dspy
+from dspy_async.testing import ProviderSimulator
+
+
+def test_ignored_forced_tool_falls_back_to_prompt_json(
+    provider_simulator: ProviderSimulator,
+) -> None:
+    sim = provider_simulator
+    sim.respond(output="The answer is 42.", times=1)  # prose, though the request forces a tool
+    sim.respond(output='{"answer": "42"}')
+    lm = dspy.LM("anthropic/claude-3-haiku", api_base=sim.anthropic_base_url, api_key="sk-t")
+    qa = dspy.Predict("question -> answer", lm=lm)
+
+    assert qa(question="What is six times seven?").answer == "42"
+    first, second = sim.requests
+    assert "tool_choice" in first.body
+    assert "tool_choice" not in second.body
+    assert lm.supports_native_structured is False
+
+    assert qa(question="Again?").answer == "42"  # remembered: one request, no tool
+    assert len(sim.requests) == 3
+    assert "tool_choice" not in sim.requests[2].body
+
+
+def test_plain_calls_are_not_affected(provider_simulator: ProviderSimulator) -> None:
+    provider_simulator.respond(output="just text")
+    lm = dspy.LM("anthropic/claude-3-haiku", api_base=provider_simulator.anthropic_base_url)
+    assert lm("hello").text == "just text"
