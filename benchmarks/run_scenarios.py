@@ -91,7 +91,7 @@ class Row:
     def cells(self) -> list[str]:
         scenario, name = self.scenario.name, self.implementation
         if self.error is not None:
-            return [scenario, name, self.error, "", "", "", "", ""]
+            return [scenario, name, self.error]
         median = self.median
         answered = f"{median.answered}/{median.documents}"
         once = "*" if len(self.runs) < self.repeat else ""
@@ -225,11 +225,16 @@ def measure(
 
 
 def table(rows: list[Row]) -> str:
+    """Aligned columns; a row that failed shows its error in place of the figures."""
     cells = [HEADER, *(row.cells() for row in rows)]
-    widths = [max(len(line[column]) for line in cells) for column in range(len(HEADER))]
+    full = [line for line in cells if len(line) == len(HEADER)]
+    widths = [max(len(line[column]) for line in full) for column in range(len(HEADER))]
     lines = []
     for line in cells:
         left = [line[0].ljust(widths[0]), line[1].ljust(widths[1])]
+        if len(line) < len(HEADER):
+            lines.append("  ".join([*left, line[2]]))
+            continue
         right = [cell.rjust(width) for cell, width in zip(line[2:], widths[2:], strict=True)]
         lines.append("  ".join(left + right).rstrip())
     lines.insert(1, "-" * len(lines[0]))

@@ -132,11 +132,9 @@ def list_schedule(chains: list[list[float]], slots: int, latency: float) -> floa
     return end
 
 
-def _spread(
-    documents: int, every: int, offset: int, kinds: tuple[FaultKind, ...]
-) -> dict[int, Fault]:
-    """Fault one document in `every`, cycling through `kinds`."""
-    picked = range(offset, documents, every)
+def _spread(documents: int, every: int, kinds: tuple[FaultKind, ...]) -> dict[int, Fault]:
+    """Fault every `every`-th document, starting with the first, cycling through `kinds`."""
+    picked = range(0, documents, every)
     return {index: Fault(kinds[n % len(kinds)]) for n, index in enumerate(picked)}
 
 
@@ -166,7 +164,7 @@ def scenarios(*, quick: bool) -> dict[str, Scenario]:
             100,
             16,
             BATCH_PEERS,
-            _spread(100, 5, 4, ("429",)),
+            _spread(100, 5, ("429",)),
         ),
         "S3": Scenario(
             "S3",
@@ -174,7 +172,7 @@ def scenarios(*, quick: bool) -> dict[str, Scenario]:
             s3_documents,
             64,
             BATCH_PEERS,
-            _spread(s3_documents, 20, 7, ("429", "503", "drop")),
+            _spread(s3_documents, 20, ("429", "503", "drop")),
         ),
         "S4": Scenario(
             "S4",
@@ -190,7 +188,7 @@ def scenarios(*, quick: bool) -> dict[str, Scenario]:
             640,
             32,
             THREADED_PEERS,
-            _spread(640, 10, 3, ("429",)),
+            _spread(640, 10, ("429",)),
             callers=32,
         ),
     }
