@@ -18,7 +18,7 @@ from dspy_async.adapters import (
     reask_messages,
     strict_schema,
 )
-from dspy_async.adapters.json_prompt import example_value
+from dspy_async.adapters.json_prompt import describe, example_value
 from dspy_async.signatures import InputField, OutputField, Signature, make_signature
 
 
@@ -67,7 +67,7 @@ def walk(schema: Any) -> list[dict[str, Any]]:
 
 
 def test_messages_put_instructions_and_fields_in_system_and_inputs_in_user() -> None:
-    system, user = build_messages(Profile, {"bio": "Ann, 31, likes red"}, json_prompt=False)
+    system, user = build_messages(Profile, {"bio": "Ann, 31, likes red"}, json_format=False)
     assert system["role"] == "system"
     assert system["content"].startswith("Extract a profile.\n\nInputs:\n- bio (str): free text")
     assert "- name (str): full name" in system["content"]
@@ -76,17 +76,48 @@ def test_messages_put_instructions_and_fields_in_system_and_inputs_in_user() -> 
     assert user == {"role": "user", "content": "bio: Ann, 31, likes red"}
 
 
-def test_json_prompt_embeds_the_schema_verbatim_with_an_example() -> None:
-    system, user = build_messages(Profile, {"bio": "x"}, json_prompt=True)
-    schema = output_json_schema(Profile)
-    lines = system["content"].splitlines()
-    assert json.loads(lines[lines.index("Example reply:") - 1]) == schema
-    example = json.loads(lines[lines.index("Example reply:") + 1])
-    assert list(example) == list(Profile.output_fields)
-    assert user["content"].endswith(
-        'Reply with only a JSON object with the keys "name", "age", "color", "nickname", '
-        '"address", "tags", "tree".'
+def test_json_prompt_describes_the_keys_and_ends_with_an_example() -> None:
+    system, user = build_messages(Profile, {"bio": "x"}, json_format=True)
+    *head, keys = system["content"].split("\n\n")
+    assert head == ["Extract a profile.", "Inputs:\n- bio (str): free text"]
+    assert keys == (
+        "Your reply must be one JSON object with the keys "
+        '"name" (full name: text at most 40 characters), '
+        '"age" (a whole number at least 0 and at most 150), '
+        '"color" (one of "red", "blue"), '
+        '"nickname" (text or null), '
+        '"address" (main address: an object), '
+        '"tags" (a list of one of "a", "b" at least 1 items), '
+        '"tree" (an object).'
     )
+    assert '"properties"' not in system["content"] + user["content"]  # small models echo it
+    inputs, request = user["content"].split("\n\n")
+    assert inputs == "bio: x"
+    instruction, example = request.splitlines()
+    assert instruction == "Answer in JSON, exactly like this example but with your own values:"
+    assert list(json.loads(example)) == list(Profile.output_fields)
+
+
+@pytest.mark.parametrize(
+    ("schema", "words"),
+    [
+        ({"type": "boolean"}, "true or false"),
+        (
+            {"type": "number", "exclusiveMinimum": 0, "multipleOf": 0.5},
+            "a number greater than 0 and a multiple of 0.5",
+        ),
+        ({"const": "x"}, '"x"'),
+        (
+            {"type": "array", "items": {"type": "integer"}, "maxItems": 3},
+            "a list of a whole number at most 3 items",
+        ),
+        ({"type": "object", "additionalProperties": {"type": "integer"}}, "an object"),
+        ({"type": "string", "pattern": "^a"}, "text matching the regex ^a"),
+        ({}, "a value"),
+    ],
+)
+def test_describe_puts_a_schema_in_words(schema: dict[str, Any], words: str) -> None:
+    assert describe(schema, schema) == words
 
 
 @pytest.mark.parametrize(
@@ -242,7 +273,9 @@ def test_reask_quotes_the_reply_and_the_error() -> None:
     assert assistant == {"role": "assistant", "content": '{"a": 1}'}
     assert user["role"] == "user"
     assert "b: Field required" in user["content"]
-    assert user["content"].endswith("Reply again with only the corrected JSON object.")
+    assert user["content"].endswith(
+        "Write a corrected JSON object. Reply with the JSON object only."
+    )
     empty, _ = reask_messages("  ", "no JSON object")
     assert empty["content"] == "(empty reply)"  # providers reject empty assistant turns
 

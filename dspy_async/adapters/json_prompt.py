@@ -1,36 +1,93 @@
-"""The prompt-JSON strategy, for models without native structured output: the schema and an
-example object go in the prompt, and the reply's first JSON object is taken as the answer.
+"""The prompt-JSON strategy, for models without native structured output: the prompt names the
+keys of the JSON object wanted, says in words what each holds, and ends with an example object;
+the reply's first JSON object is taken as the answer.
 
-The wording is short and explicit, and ends with a concrete example, so that even a very small
-instruct model can follow it. The schema is embedded verbatim as one line of JSON.
+The layout was measured on a 135M-parameter instruct model (SmolLM2-135M-Instruct, greedy, 14
+questions): a JSON schema anywhere in the prompt makes it echo the schema back (7 of 14 replies
+valid with the schema first, 1 of 14 with it last), a bulleted output list makes it answer in
+bullets, while key descriptions plus a closing example ("exactly like this example but with
+your own values") gave 12 to 13 valid replies of 14. Pydantic still validates every reply, and
+a re-ask quotes any error, so nothing the words leave out goes unchecked.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..signatures import Signature
 from .schema import Schema, output_json_schema
 
-__all__ = ["example_value", "json_instructions", "json_reminder"]
+__all__ = ["JsonPrompt", "describe", "example_value", "json_prompt"]
+
+_TYPE_WORDS = {
+    "string": "text",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+    "object": "an object",
+    "array": "a list",
+}
+# Constraint keywords, and how each reads after the type.
+_LIMIT_WORDS = {
+    "minimum": "at least {}",
+    "exclusiveMinimum": "greater than {}",
+    "maximum": "at most {}",
+    "exclusiveMaximum": "less than {}",
+    "multipleOf": "a multiple of {}",
+    "minLength": "at least {} characters",
+    "maxLength": "at most {} characters",
+    "pattern": "matching the regex {}",
+    "minItems": "at least {} items",
+    "maxItems": "at most {} items",
+}
 
 
-def json_instructions(signature: type[Signature]) -> str:
-    """The system-message block asking for one JSON object following the outputs' schema."""
+class JsonPrompt(NamedTuple):
+    """What the strategy adds to the messages."""
+
+    keys: str  # last paragraph of the system message
+    example: str  # last paragraph of the user message
+
+
+def json_prompt(signature: type[Signature]) -> JsonPrompt:
+    """The key list (with what each key holds) and the closing example."""
     schema = output_json_schema(signature)
-    return (
-        "Reply with one JSON object and nothing else. It must follow this JSON schema:\n"
-        f"{json.dumps(schema)}\n"
-        "Example reply:\n"
-        f"{json.dumps(example_value(schema, schema))}"
+    keys = ", ".join(
+        f"{json.dumps(name)} ({_key_words(field.desc, schema['properties'][name], schema)})"
+        for name, field in signature.output_fields.items()
+    )
+    return JsonPrompt(
+        keys=f"Your reply must be one JSON object with the keys {keys}.",
+        example=(
+            "Answer in JSON, exactly like this example but with your own values:\n"
+            f"{json.dumps(example_value(schema, schema))}"
+        ),
     )
 
 
-def json_reminder(signature: type[Signature]) -> str:
-    """The user-message closing line naming the keys the reply must have."""
-    keys = ", ".join(json.dumps(name) for name in signature.output_fields)
-    return f"Reply with only a JSON object with the keys {keys}."
+def _key_words(desc: str | None, schema: Schema, root: Schema) -> str:
+    return f"{desc}: {describe(schema, root)}" if desc else describe(schema, root)
+
+
+def describe(schema: Schema, root: Schema) -> str:
+    """What `schema` admits, in a few words: `one of "a", "b"`, `a number at most 1`."""
+    if "$ref" in schema:
+        return "an object"
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    if "enum" in schema:
+        return "one of " + ", ".join(json.dumps(value) for value in schema["enum"])
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if options:
+        return " or ".join(describe(option, root) for option in options)
+    kind = schema.get("type")
+    words = _TYPE_WORDS.get(kind, "a value") if isinstance(kind, str) else "a value"
+    if kind == "array" and isinstance(schema.get("items"), dict):
+        words = f"a list of {describe(schema['items'], root)}"
+    limits = [text.format(schema[key]) for key, text in _LIMIT_WORDS.items() if key in schema]
+    return " ".join([words, " and ".join(limits)]) if limits else words
 
 
 def example_value(schema: Schema, root: Schema, depth: int = 0) -> Any:

@@ -10,23 +10,27 @@ import pydantic_core
 
 from ..lm import Message
 from ..signatures import Signature, SignatureField
-from .json_prompt import json_instructions, json_reminder
+from .json_prompt import json_prompt
 
 __all__ = ["build_messages", "format_value"]
 
 
 def build_messages(
-    signature: type[Signature], inputs: Mapping[str, Any], *, json_prompt: bool
+    signature: type[Signature], inputs: Mapping[str, Any], *, json_format: bool
 ) -> list[Message]:
-    """System: instructions and fields (plus the JSON format when `json_prompt`); user: inputs."""
+    """System: the instructions and the fields; user: the inputs. With `json_format` (the
+    prompt-JSON strategy) the outputs are described as JSON keys and the user message ends
+    with an example object, instead of listing the outputs."""
     system = [signature.instructions]
     if signature.input_fields:
         system.append(_field_list("Inputs", signature.input_fields))
-    system.append(_field_list("Outputs", signature.output_fields))
     user = [f"{name}: {format_value(value)}" for name, value in inputs.items()]
-    if json_prompt:
-        system.append(json_instructions(signature))
-        user.append(json_reminder(signature))
+    if json_format:
+        parts = json_prompt(signature)
+        system.append(parts.keys)
+        user.append(parts.example)
+    else:
+        system.append(_field_list("Outputs", signature.output_fields))
     return [
         {"role": "system", "content": "\n\n".join(system)},
         {"role": "user", "content": "\n\n".join(user)},

@@ -19,7 +19,7 @@ def reask_messages(reply: str, error: str) -> list[Message]:
             "content": (
                 "Your reply was invalid:\n"
                 f"{error}\n\n"
-                "Reply again with only the corrected JSON object."
+                "Write a corrected JSON object. Reply with the JSON object only."
             ),
         },
     ]

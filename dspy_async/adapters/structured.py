@@ -47,7 +47,7 @@ async def generate_structured(
     provider errors (after the LM's own retries) propagate unchanged.
     """
     schema = native_output_schema(signature) if lm.supports_native_structured else None
-    base = build_messages(signature, inputs, json_prompt=schema is None)
+    base = build_messages(signature, inputs, json_format=schema is None)
     turns: list[Message] = []
     log = _AttemptLog()
     replies: list[str] = []
@@ -61,7 +61,7 @@ async def generate_structured(
             lm.supports_native_structured = False
             log.add(exc.attempts)
             schema = None
-            base = build_messages(signature, inputs, json_prompt=True)
+            base = build_messages(signature, inputs, json_format=True)
             continue
         try:
             values = parse_output(signature, response.text)
