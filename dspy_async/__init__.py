@@ -41,7 +41,7 @@ from .prediction import Prediction
 from .records import Attempt, Usage
 from .retry import RetryPolicy
 from .settings import StructuredOutputSettings, configure, context, settings
-from .signatures import InputField, OutputField, Signature
+from .signatures import InputField, OutputField, Signature, make_signature
 
 __version__ = "0.1.0"
 
@@ -84,5 +84,6 @@ __all__ = [
     "configure",
     "context",
     "events",
+    "make_signature",
     "settings",
 ]

@@ -43,10 +43,15 @@ ROLES = frozenset({"system", "user", "assistant"})
 
 @dataclass(frozen=True, slots=True)
 class OutputSchema:
-    """The JSON schema of the object a structured call asks for, and its name for the provider."""
+    """The JSON schema of the object a structured call asks for, and its name for the provider.
+
+    `strict` asks OpenAI's strict mode, which only takes a subset of JSON schema (see
+    adapters/native.py); other providers send the schema either way.
+    """
 
     name: str
     schema: Mapping[str, Any]
+    strict: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from .errors import ConfigurationError, SignatureError
 from .lm import BaseLM
 from .module import Module
 from .prediction import Prediction
-from .settings import _check_lm, settings
+from .settings import check_lm, settings
 from .signatures import Signature, ensure_signature
 
 __all__ = ["ChainOfThought", "Predict"]
@@ -52,7 +52,7 @@ class Predict(Module):
         self.signature = ensure_signature(signature)
         if not self.signature.output_fields:
             raise SignatureError(f"{self.signature.__name__} has no output field")
-        _check_lm(lm)
+        check_lm(lm)
         self.lm = lm
         self.config = _check_config(config)
 
@@ -94,7 +94,7 @@ class Predict(Module):
         )
 
     def _resolve_lm(self, lm: BaseLM | None) -> BaseLM:
-        _check_lm(lm)
+        check_lm(lm)
         chosen = lm if lm is not None else self.lm if self.lm is not None else settings.lm
         if chosen is None:
             raise ConfigurationError(

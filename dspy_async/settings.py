@@ -91,14 +91,15 @@ def _check(values: dict[str, Any]) -> None:
             f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_NAMES))}"
         )
     if "lm" in values:
-        _check_lm(values["lm"])
+        check_lm(values["lm"])
     if "structured_outputs" in values and not isinstance(
         values["structured_outputs"], StructuredOutputSettings
     ):
         raise ConfigurationError("structured_outputs must be a StructuredOutputSettings")
 
 
-def _check_lm(lm: object) -> None:
+def check_lm(lm: object) -> None:
+    """Refuse anything but an LM object (or None), saying how to make one from a string."""
     from .lm import BaseLM
 
     if lm is None or isinstance(lm, BaseLM):

@@ -5,8 +5,9 @@ OpenAI's strict mode accepts only a subset of JSON schema: every object closed
 fields), tuples or untyped (`Any`) values, and a few keywords only. `strict_schema` rewrites the
 outputs' schema into that subset: an optional field becomes required-but-nullable, and keywords
 strict mode rejects (`maxLength`, ...) move into the field's description, since pydantic still
-enforces them after the reply. Signatures it cannot express (a `dict` output, say) are not sent
-natively; they use the prompt-JSON strategy instead.
+enforces them after the reply. Signatures it cannot express (a `dict` output, say) are still sent
+natively, with `strict` off: OpenAI then guides rather than guarantees the shape, other
+providers are unaffected, and validation catches what slips through.
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ class _NotStrict(Exception):
 
 
 @functools.lru_cache(maxsize=256)
-def native_output_schema(signature: type[Signature]) -> OutputSchema | None:
-    """The OutputSchema to request natively, or None if strict mode cannot express the outputs."""
-    schema = strict_schema(output_json_schema(signature))
-    if schema is None:
-        return None
+def native_output_schema(signature: type[Signature]) -> OutputSchema:
+    """The OutputSchema to request natively: strict where strict mode can express the outputs."""
+    schema = output_json_schema(signature)
+    strict = strict_schema(schema)
     name = re.sub(r"[^A-Za-z0-9_-]", "_", signature.__name__)[:64]
-    return OutputSchema(name=name, schema=schema)
+    if strict is None:
+        return OutputSchema(name=name, schema=schema, strict=False)
+    return OutputSchema(name=name, schema=strict)
 
 
 def strict_schema(schema: Schema) -> Schema | None:

@@ -32,7 +32,11 @@ def build_body(
     if schema is not None:
         body["response_format"] = {
             "type": "json_schema",
-            "json_schema": {"name": schema.name, "schema": dict(schema.schema), "strict": True},
+            "json_schema": {
+                "name": schema.name,
+                "schema": dict(schema.schema),
+                "strict": schema.strict,
+            },
         }
     return body
 
