@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional
 import pydantic
 import pytest
 
-from dspy_async.errors import OutputValidationError, SignatureError
+from dspy_async.errors import AuthenticationError, OutputValidationError, SignatureError
 from dspy_async.lm import LM
 from dspy_async.predict import ChainOfThought, Predict
 from dspy_async.settings import StructuredOutputSettings, context
@@ -257,3 +257,16 @@ async def test_async_chain_of_thought_over_http(provider_simulator: ProviderSimu
         "category",
         "confidence",
     ]
+
+
+def test_provider_error_after_a_reask_carries_the_whole_history(
+    provider_simulator: ProviderSimulator,
+) -> None:
+    sim = provider_simulator
+    sim.fault(kind="invalid_output")
+    sim.fault(kind="status", status=401, message="key revoked")
+    lm = make_lm(sim, "openai")
+    with pytest.raises(AuthenticationError) as info:
+        Predict(Classify, lm=lm)(email_content="hello")
+    assert [a.outcome for a in info.value.attempts] == ["invalid_output", "error"]
+    assert [a.number for a in info.value.attempts] == [1, 2]

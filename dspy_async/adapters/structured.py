@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import OutputValidationError, UnsupportedParameterError
+from ..errors import LMError, OutputValidationError, UnsupportedParameterError
 from ..lm import BaseLM, Message
 from ..records import Attempt, Usage
 from ..signatures import Signature
@@ -44,7 +44,7 @@ async def generate_structured(
     """Call `lm` until its reply validates, re-asking at most `max_retries` times.
 
     Raises OutputValidationError with every reply and error once the re-asks are spent;
-    provider errors (after the LM's own retries) propagate unchanged.
+    provider errors (after the LM's own retries) propagate with the step's whole history.
     """
     schema = native_output_schema(signature) if lm.supports_native_structured else None
     base = build_messages(signature, inputs, json_format=schema is None)
@@ -55,11 +55,12 @@ async def generate_structured(
     while True:
         try:
             response = await lm.acall(messages=[*base, *turns], output_schema=schema, **params)
-        except UnsupportedParameterError as exc:
-            if schema is None:
+        except LMError as exc:
+            log.add(exc.attempts)
+            if schema is None or not isinstance(exc, UnsupportedParameterError):
+                exc.attempts = tuple(log.attempts)  # the whole step's history, re-asks included
                 raise
             lm.supports_native_structured = False
-            log.add(exc.attempts)
             schema = None
             base = build_messages(signature, inputs, json_format=True)
             continue
