@@ -28,3 +28,18 @@ def test_plain_calls_are_not_affected(provider_simulator: ProviderSimulator) -> 
     provider_simulator.respond(output="just text")
     lm = dspy.LM("anthropic/claude-3-haiku", api_base=provider_simulator.anthropic_base_url)
     assert lm("hello").text == "just text"
+
+
+def test_a_400_that_does_not_name_the_native_parameter_is_a_plain_bad_request(
+    provider_simulator: ProviderSimulator,
+) -> None:
+    provider_simulator.fault(kind="status", status=400, message="model 'x' does not exist")
+    lm = dspy.LM("openai/x", api_base=provider_simulator.openai_base_url, api_key="sk-t")
+    try:
+        dspy.Predict("question -> answer", lm=lm)(question="hi")
+    except dspy.BadRequestError as error:
+        assert not isinstance(error, dspy.UnsupportedParameterError)
+    else:
+        raise AssertionError("expected BadRequestError")
+    assert lm.supports_native_structured is True
+    assert len(provider_simulator.requests) == 1

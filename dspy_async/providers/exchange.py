@@ -166,7 +166,7 @@ def _error_class(request: Request, status: int, info: ErrorBody) -> type[LMError
     if 400 <= status < 500 and status not in (408, 409):
         if is_context_window(info):
             return ContextWindowExceededError
-        if request.structured and (status in (400, 422) or names_native):
+        if request.structured and names_native:
             return UnsupportedParameterError
         return BadRequestError
     if request.structured and status >= 500 and names_native:
