@@ -1,5 +1,7 @@
 """A server that accepts a forced tool but answers in prose (llama.cpp's Anthropic endpoint)."""
 
+import pytest
+
 import dspy_async as dspy
 from dspy_async.testing import ProviderSimulator
 
@@ -35,11 +37,8 @@ def test_a_400_that_does_not_name_the_native_parameter_is_a_plain_bad_request(
 ) -> None:
     provider_simulator.fault(kind="status", status=400, message="model 'x' does not exist")
     lm = dspy.LM("openai/x", api_base=provider_simulator.openai_base_url, api_key="sk-t")
-    try:
+    with pytest.raises(dspy.BadRequestError) as info:
         dspy.Predict("question -> answer", lm=lm)(question="hi")
-    except dspy.BadRequestError as error:
-        assert not isinstance(error, dspy.UnsupportedParameterError)
-    else:
-        raise AssertionError("expected BadRequestError")
+    assert not isinstance(info.value, dspy.UnsupportedParameterError)
     assert lm.supports_native_structured is True
     assert len(provider_simulator.requests) == 1
