@@ -1,5 +1,7 @@
 """A server that accepts a forced tool but answers in prose (llama.cpp's Anthropic endpoint)."""
 
+from typing import Literal
+
 import pytest
 
 import dspy_async as dspy
@@ -42,3 +44,22 @@ def test_a_400_that_does_not_name_the_native_parameter_is_a_plain_bad_request(
     assert not isinstance(info.value, dspy.UnsupportedParameterError)
     assert lm.supports_native_structured is True
     assert len(provider_simulator.requests) == 1
+
+
+def test_the_simulator_answers_prompt_json_from_the_closing_example(
+    provider_simulator: ProviderSimulator,
+) -> None:
+    class Classify(dspy.Signature):
+        """Classify an email by intent."""
+
+        email_content: str = dspy.InputField()
+        category: Literal["meeting", "spam", "other"] = dspy.OutputField()
+        confidence: float = dspy.OutputField(ge=0, le=1)
+
+    lm = dspy.LM("ollama/llama3.2", api_base=provider_simulator.ollama_base_url)
+    lm.supports_native_structured = False
+    provider_simulator.fault(kind="invalid_output")
+    result = dspy.Predict(Classify, lm=lm)(email_content="Meet at 3?")
+    assert result.category in ("meeting", "spam", "other")
+    assert [a.outcome for a in result.attempts] == ["invalid_output", "ok"]
+    assert "format" not in provider_simulator.requests[0].body

@@ -95,6 +95,26 @@ def find_prompt_schema(text: str) -> dict[str, Any] | None:
     return None
 
 
+def find_prompt_example(text: str) -> dict[str, Any] | None:
+    """Return the last non-empty JSON object that ends a line of ``text``, if any.
+
+    The simulator's second heuristic: a prompt that shows an example object on its own line
+    ("Answer in JSON, exactly like this example: {...}") gets that object back, re-asks
+    included (they come after the example).
+    """
+    decoder = json.JSONDecoder()
+    start = text.rfind("{")
+    while start != -1:
+        try:
+            obj, end = decoder.raw_decode(text, start)
+        except ValueError:
+            obj, end = None, -1
+        if isinstance(obj, dict) and obj and text[end : end + 1] in ("", "\n"):
+            return obj
+        start = text.rfind("{", 0, start)
+    return None
+
+
 def _bounds(schema: Schema) -> tuple[float, bool, float, bool]:
     """Numeric range of a schema as (low, low is exclusive, high, high is exclusive)."""
     low, low_open = _bound(schema, "minimum", "exclusiveMinimum", max)

@@ -18,7 +18,13 @@ from typing import Any
 
 from aiohttp import web
 
-from ._schema_values import SchemaError, find_prompt_schema, generate_value, invalid_value
+from ._schema_values import (
+    SchemaError,
+    find_prompt_example,
+    find_prompt_schema,
+    generate_value,
+    invalid_value,
+)
 from ._script import FAULT_KINDS, Fault, FaultKind, RecordedRequest, Script, ScriptedAnswer
 from ._wire import ANTHROPIC, OLLAMA, OPENAI, Answer, Parsed, Reply, Wire, WireError
 
@@ -324,7 +330,8 @@ class ProviderSimulator:
 
 
 def _answer(parsed: Parsed, scripted: ScriptedAnswer | None) -> Answer:
-    """The scripted output, else a value valid for the requested schema, else plain text.
+    """The scripted output, else a value valid for the requested schema (native, or embedded in
+    the prompt), else the example object the prompt closes with, else plain text.
 
     Raises SchemaError for an unusable native schema (the provider would reject it); an
     unusable schema found in the prompt is ignored.
@@ -336,6 +343,9 @@ def _answer(parsed: Parsed, scripted: ScriptedAnswer | None) -> Answer:
     prompt_value = _from_prompt_schema(parsed.text, generate_value)
     if prompt_value is not None:
         return prompt_value
+    example = find_prompt_example(parsed.text)
+    if example is not None:
+        return json.dumps(example)
     snippet = " ".join(parsed.text.split())[-60:]
     if parsed.json_mode:
         return json.dumps({"answer": f"Simulated answer to: {snippet}"})
@@ -349,6 +359,8 @@ def _invalid_answer(parsed: Parsed) -> Answer:
     prompt_value = _from_prompt_schema(parsed.text, invalid_value)
     if prompt_value is not None:
         return prompt_value
+    if find_prompt_example(parsed.text) is not None:
+        return "{}"  # an object, but with none of the keys the example shows
     return "Sorry, I cannot answer that in the format you asked for."
 
 
