@@ -16,6 +16,8 @@ API_VERSION = "2023-06-01"
 # The Messages API requires max_tokens; this is used when neither the LM nor the call sets it.
 DEFAULT_MAX_TOKENS = 4096
 NATIVE_PARAMS = frozenset({"tools", "tool_choice", "input_schema"})
+# Cached prompt tokens are counted apart from input_tokens, but are prompt tokens all the same.
+PROMPT_TOKEN_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
 
 def endpoint(api_key: str | None, api_base: str | None) -> Endpoint:
@@ -65,7 +67,7 @@ def parse_reply(body: Any) -> Reply:
         text = "".join(block["text"] for block in blocks if block["type"] == "text")
     return Reply(
         text=text,
-        usage=usage_from(body.get("usage"), "input_tokens", "output_tokens"),
+        usage=usage_from(body.get("usage"), PROMPT_TOKEN_KEYS, "output_tokens"),
         finish_reason=body.get("stop_reason"),
         structured=bool(tool_inputs),
     )

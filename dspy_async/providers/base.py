@@ -108,15 +108,20 @@ def is_context_window(error: ErrorBody) -> bool:
     return error.code in CONTEXT_WINDOW_CODES or bool(CONTEXT_WINDOW_MESSAGE.search(error.message))
 
 
-def usage_from(counts: object, prompt_key: str, completion_key: str) -> Usage:
-    """Token usage from a response's usage object, zero where a count is missing."""
+def usage_from(counts: object, prompt_keys: tuple[str, ...], completion_key: str) -> Usage:
+    """Token usage from a response's usage object, zero where a count is missing.
+
+    The prompt count is the sum of `prompt_keys`: Anthropic reports cached prompt tokens apart
+    from `input_tokens`, and they are still prompt tokens.
+    """
     if not isinstance(counts, Mapping):
         return Usage()
-    prompt, completion = counts.get(prompt_key), counts.get(completion_key)
-    return Usage(
-        prompt_tokens=prompt if isinstance(prompt, int) else 0,
-        completion_tokens=completion if isinstance(completion, int) else 0,
-    )
+
+    def count(key: str) -> int:
+        value = counts.get(key)
+        return value if isinstance(value, int) else 0
+
+    return Usage(sum(count(key) for key in prompt_keys), count(completion_key))
 
 
 def message_from(body: Any) -> str:

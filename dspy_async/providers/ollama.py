@@ -51,7 +51,7 @@ def parse_reply(body: Any) -> Reply:
         raise TypeError("message content is not text")
     return Reply(
         text=content,
-        usage=usage_from(body, "prompt_eval_count", "eval_count"),
+        usage=usage_from(body, ("prompt_eval_count",), "eval_count"),
         finish_reason=body.get("done_reason"),
     )
 

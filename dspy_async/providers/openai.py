@@ -50,7 +50,7 @@ def parse_reply(body: Any) -> Reply:
         raise ValueError(f"model refused: {refusal}" if refusal else "response has no text")
     return Reply(
         text=content,
-        usage=usage_from(body.get("usage"), "prompt_tokens", "completion_tokens"),
+        usage=usage_from(body.get("usage"), ("prompt_tokens",), "completion_tokens"),
         finish_reason=choice.get("finish_reason"),
     )
 

@@ -11,15 +11,6 @@ pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 PROMPT = "Tell me about the history of the city of Paris in one sentence."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "library bug: providers/anthropic.py reads usage.input_tokens only, which leaves out "
-        "the prompt tokens read from the cache (usage.cache_read_input_tokens), as in "
-        "Anthropic's own API"
-    ),
-)
 def test_anthropic_prompt_tokens_include_cached_ones(caching_llama_server: str) -> None:
     prompt_tokens = lm_for(caching_llama_server, "openai")(PROMPT).usage.prompt_tokens
     anthropic = lm_for(caching_llama_server, "anthropic")
