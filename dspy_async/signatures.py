@@ -8,7 +8,6 @@ carries two pydantic models: one validates the caller's inputs, the other the mo
 
 from __future__ import annotations
 
-import ast
 import datetime
 import decimal
 import inspect
@@ -23,6 +22,7 @@ from typing import Any, ClassVar, Literal, Union
 import pydantic
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ._type_expressions import TYPE_NAMES, parse_type, split_outside_brackets
 from .errors import SignatureError
 from .prediction import Prediction
 
@@ -114,14 +114,18 @@ def make_signature(
     """
     if not isinstance(spec, str):
         raise SignatureError(f"a string signature must be a str, not {type(spec).__name__}")
-    sides = _split(spec, "->")
+    sides = split_outside_brackets(spec, "->")
     if len(sides) != 2:
         raise SignatureError(f"signature {spec!r} must contain '->' exactly once")
-    known = {**_TYPE_NAMES, **(types or {})}
+    known = {**TYPE_NAMES, **(types or {})}
     fields: list[SignatureField] = []
     kinds: tuple[FieldKind, FieldKind] = ("input", "output")
     for kind, side in zip(kinds, sides, strict=True):
-        fields.extend(_parse_field(item, kind, known, spec) for item in _split(side, ",") if side)
+        fields.extend(
+            _parse_field(item, kind, known, spec)
+            for item in split_outside_brackets(side, ",")
+            if side
+        )
     if not any(f.kind == "output" for f in fields):
         raise SignatureError(f"signature {spec!r} has no output field")
     names = [f.name for f in fields]
@@ -369,53 +373,6 @@ class Signature(metaclass=SignatureMeta):
         )
 
 
-# ---- string signatures: splitting and a safe type parser ----
-
-_TYPE_NAMES: dict[str, Any] = {
-    "str": str,
-    "int": int,
-    "float": float,
-    "bool": bool,
-    "list": list,
-    "dict": dict,
-    "tuple": tuple,
-    "List": list,
-    "Dict": dict,
-    "Tuple": tuple,
-    "Literal": Literal,
-    "Optional": typing.Optional,
-    "Union": Union,
-    "Any": Any,
-    "None": None,
-}
-# Types that take arguments; each is subscripted with the parsed arguments (`list[str]`).
-_GENERICS = frozenset({list, dict, tuple, Literal, typing.Optional, Union})
-_ARITY: dict[Any, int] = {list: 1, dict: 2, typing.Optional: 1}
-
-
-def _split(text: str, separator: str) -> list[str]:
-    """Split at separators outside brackets and quotes; items are stripped."""
-    parts, depth, quote, start, i = [], 0, "", 0, 0
-    while i < len(text):
-        char = text[i]
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "[(":
-            depth += 1
-        elif char in "])":
-            depth -= 1
-        elif depth == 0 and text.startswith(separator, i):
-            parts.append(text[start:i].strip())
-            i += len(separator)
-            start = i
-            continue
-        i += 1
-    parts.append(text[start:].strip())
-    return parts
-
-
 def _parse_field(item: str, kind: FieldKind, known: Mapping[str, Any], spec: str) -> SignatureField:
     name, colon, type_text = item.partition(":")
     name = name.strip()
@@ -424,43 +381,10 @@ def _parse_field(item: str, kind: FieldKind, known: Mapping[str, Any], spec: str
     if not colon:
         return SignatureField(name, str, kind)
     try:
-        tree = ast.parse(type_text.strip(), mode="eval")
-        annotation = _type_from_ast(tree.body, known, in_literal=False)
+        annotation = parse_type(type_text, known)
     except (SyntaxError, TypeError, ValueError) as exc:
         raise SignatureError(f"signature {spec!r}: bad type for {name!r}: {exc}") from exc
     return SignatureField(name, annotation, kind)
-
-
-def _type_from_ast(node: ast.expr, known: Mapping[str, Any], *, in_literal: bool) -> Any:
-    if in_literal:
-        if isinstance(node, ast.Constant) and isinstance(node.value, str | int | bool):
-            return node.value
-        raise ValueError("Literal values must be strings, integers or booleans")
-    if isinstance(node, ast.Constant) and node.value is None:
-        return None
-    if isinstance(node, ast.Name):
-        if node.id not in known:
-            raise ValueError(f"unknown type {node.id!r} (known: {', '.join(sorted(known))})")
-        return known[node.id]
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        left = _type_from_ast(node.left, known, in_literal=False)
-        right = _type_from_ast(node.right, known, in_literal=False)
-        return Union[left, right]  # noqa: UP007
-    if isinstance(node, ast.Subscript):
-        origin = _type_from_ast(node.value, known, in_literal=False)
-        if origin not in _GENERICS:
-            raise ValueError(f"{ast.unparse(node.value)} takes no type arguments")
-        items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
-        if origin in _ARITY and len(items) != _ARITY[origin]:
-            raise ValueError(f"{ast.unparse(node.value)}[...] takes {_ARITY[origin]} argument(s)")
-        args = tuple(
-            ...
-            if origin is tuple and isinstance(i, ast.Constant) and i.value is Ellipsis
-            else _type_from_ast(i, known, in_literal=origin is Literal)
-            for i in items
-        )
-        return origin[args if len(args) > 1 else args[0]]
-    raise ValueError(f"unsupported type expression {ast.unparse(node)!r}")
 
 
 def _admits_none(annotation: Any) -> bool:
