@@ -8,6 +8,8 @@ set of keep-alive connections), closed when the runtime shuts down, rebuilt afte
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
@@ -22,15 +24,14 @@ class ResponseTooLarge(Exception):
     """A response body went over the size cap; reading stopped there."""
 
 
-def shared_client(url: str, max_connections: int | None) -> httpx.AsyncClient:
-    """The runtime loop's client for `url`'s host; must be called on the runtime loop.
+def shared_client(origin: Hashable, max_connections: int | None) -> httpx.AsyncClient:
+    """The runtime loop's client for `origin` (scheme, host, port, ...), made on first use;
+    must be called on the runtime loop.
 
     `max_connections` (the LM's `max_concurrency`) caps its pool; None leaves it unbounded.
     """
-    parsed = httpx.URL(url)
-    key = (__name__, parsed.scheme, parsed.host, parsed.port, max_connections)
     return _runtime.loop_resource(
-        key, lambda: new_client(max_connections), close=httpx.AsyncClient.aclose
+        (__name__, origin), lambda: new_client(max_connections), close=httpx.AsyncClient.aclose
     )
 
 

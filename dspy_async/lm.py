@@ -199,9 +199,11 @@ class LM(BaseLM):
         self.params = {key: value for key, value in defaults.items() if value is not None}
         self._http_client = http_client
         self._slots_key = (__name__, "slots", object())
+        url = self._endpoint.url
+        self._client_key = (url.scheme, url.host, url.port, max_concurrency)
 
     def __repr__(self) -> str:
-        url = httpx.URL(self._endpoint.url)
+        url = self._endpoint.url
         host = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
         model_id = f"{self.provider}/{self.model}"
         return f"LM({model_id!r}, host={host!r})"
@@ -230,7 +232,7 @@ class LM(BaseLM):
             provider.build_body(self.model, messages, {**self.params, **params}, schema),
             structured=schema is not None,
         )
-        client = self._http_client or _http.shared_client(self._endpoint.url, self.max_concurrency)
+        client = self._http_client or _http.shared_client(self._client_key, self.max_concurrency)
         call_id = events.new_call_id()
         started = time.monotonic()
         try:

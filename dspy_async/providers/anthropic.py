@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from .base import Endpoint, ErrorBody, Reply, find_api_key, message_from, usage_from
 
 if TYPE_CHECKING:
@@ -28,7 +30,9 @@ def endpoint(api_key: str | None, api_base: str | None) -> Endpoint:
     headers = {"anthropic-version": API_VERSION}
     if key:
         headers["x-api-key"] = key
-    return Endpoint(f"{(api_base or DEFAULT_BASE).rstrip('/')}/v1/messages", headers, key)
+    return Endpoint(
+        httpx.URL(f"{(api_base or DEFAULT_BASE).rstrip('/')}/v1/messages"), headers, key
+    )
 
 
 def build_body(

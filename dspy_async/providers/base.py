@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import httpx
+
 from ..errors import ConfigurationError
 from ..records import Usage
 
@@ -33,9 +35,10 @@ CONTEXT_WINDOW_CODES = frozenset({"context_length_exceeded", "exceed_context_siz
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where a provider's chat endpoint is and the headers it needs. `secret` is the API key,
-    kept so that it can be scrubbed from any text quoted back; neither is ever shown."""
+    kept so that it can be scrubbed from any text quoted back; neither is ever shown. The URL
+    is parsed once here, not on every request."""
 
-    url: str
+    url: httpx.URL
     headers: Mapping[str, str] = field(repr=False)
     secret: str | None = field(default=None, repr=False)
 

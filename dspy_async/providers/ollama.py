@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from .base import Endpoint, ErrorBody, Reply, message_from, usage_from
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ def endpoint(api_key: str | None, api_base: str | None) -> Endpoint:
     if "://" not in host:
         host = f"http://{host}"
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    return Endpoint(f"{host.rstrip('/')}/api/chat", headers, api_key)
+    return Endpoint(httpx.URL(f"{host.rstrip('/')}/api/chat"), headers, api_key)
 
 
 def build_body(

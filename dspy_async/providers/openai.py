@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from .base import Endpoint, ErrorBody, Reply, find_api_key, message_from, usage_from
 
 if TYPE_CHECKING:
@@ -19,7 +21,9 @@ def endpoint(api_key: str | None, api_base: str | None) -> Endpoint:
     OpenAI-compatible servers usually run without one."""
     key = find_api_key(api_key, "OPENAI_API_KEY", required=api_base is None, provider="openai")
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    return Endpoint(f"{(api_base or DEFAULT_BASE).rstrip('/')}/chat/completions", headers, key)
+    return Endpoint(
+        httpx.URL(f"{(api_base or DEFAULT_BASE).rstrip('/')}/chat/completions"), headers, key
+    )
 
 
 def build_body(
