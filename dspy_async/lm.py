@@ -200,7 +200,7 @@ class LM(BaseLM):
         self._http_client = http_client
         self._slots_key = (__name__, "slots", object())
         url = self._endpoint.url
-        self._client_key = (url.scheme, url.host, url.port, max_concurrency)
+        self._origin = (url.scheme, url.host, url.port)
 
     def __repr__(self) -> str:
         url = self._endpoint.url
@@ -232,12 +232,12 @@ class LM(BaseLM):
             provider.build_body(self.model, messages, {**self.params, **params}, schema),
             structured=schema is not None,
         )
-        client = self._http_client or _http.shared_client(self._client_key, self.max_concurrency)
+        sender = self._http_client or _http.shared_transport(self._origin, self.max_concurrency)
         call_id = events.new_call_id()
         started = time.monotonic()
         try:
             reply, attempts = await call_with_retries(
-                functools.partial(self._attempt, call_id, client, request),
+                functools.partial(self._attempt, call_id, sender, request),
                 self.retry,
                 enabled=settings.retry_enabled,
                 gate=self._slot,
@@ -263,13 +263,13 @@ class LM(BaseLM):
         )
 
     async def _attempt(
-        self, call_id: int, client: httpx.AsyncClient, request: Request, number: int, budget: float
+        self, call_id: int, sender: _http.Sender, request: Request, number: int, budget: float
     ) -> Reply:
         """Send attempt `number`, taking at most `timeout` and what is left of the budget."""
         events.emit(events.RequestEvent(call_id, *self._names, number))
         logger.debug("%s/%s: sending attempt %d", *self._names, number)
         timeout = budget if self.timeout is None else min(self.timeout, budget)
-        return await exchange(client, request, timeout=timeout, max_bytes=self.max_response_bytes)
+        return await exchange(sender, request, timeout=timeout, max_bytes=self.max_response_bytes)
 
     def _on_retry(self, call_id: int, failure: AttemptFailed, number: int, wait: float) -> None:
         error = failure.error

@@ -51,22 +51,20 @@ class Request:
 
 
 async def exchange(
-    client: httpx.AsyncClient, request: Request, *, timeout: float, max_bytes: int
+    sender: _http.Sender, request: Request, *, timeout: float, max_bytes: int
 ) -> Reply:
     """Send `request` once, within `timeout` seconds; return the reply or raise AttemptFailed."""
     name = request.provider_name
     reading = False
+    outgoing = httpx.Request(
+        "POST",
+        request.endpoint.url,
+        json=request.body,
+        headers=request.endpoint.headers,
+        extensions={"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)},
+    )
     try:
-        async with (
-            asyncio.timeout(timeout),
-            client.stream(
-                "POST",
-                request.endpoint.url,
-                json=request.body,
-                headers=dict(request.endpoint.headers),
-                timeout=timeout,
-            ) as response,
-        ):
+        async with asyncio.timeout(timeout), _http.open_response(sender, outgoing) as response:
             reading = True
             content = await _http.read_body(response, max_bytes)
     except _http.ResponseTooLarge as exc:
