@@ -56,12 +56,10 @@ async def exchange(
     """Send `request` once, within `timeout` seconds; return the reply or raise AttemptFailed."""
     name = request.provider_name
     reading = False
+    # The one deadline is the asyncio timeout around the whole attempt (connect, send and
+    # read); per-phase transport timers on top would only add work at scale.
     outgoing = httpx.Request(
-        "POST",
-        request.endpoint.url,
-        json=request.body,
-        headers=request.endpoint.headers,
-        extensions={"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)},
+        "POST", request.endpoint.url, json=request.body, headers=request.endpoint.headers
     )
     try:
         async with asyncio.timeout(timeout), _http.open_response(sender, outgoing) as response:
