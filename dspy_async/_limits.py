@@ -20,10 +20,10 @@ __all__ = ["Scope", "attempt_slots", "scope"]
 
 
 class Scope:
-    """One batch's limit on requests in flight, and its cancellation switch."""
+    """One batch's (or item's) limit on requests in flight, if any, and its cancellation switch."""
 
-    def __init__(self, max_concurrency: int) -> None:
-        self.slots = asyncio.Semaphore(max_concurrency)
+    def __init__(self, max_concurrency: int | None) -> None:
+        self.slots = None if max_concurrency is None else asyncio.Semaphore(max_concurrency)
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.cancelled = False
 
@@ -40,7 +40,7 @@ _scopes: contextvars.ContextVar[tuple[Scope, ...]] = contextvars.ContextVar(
 
 
 @contextmanager
-def scope(max_concurrency: int) -> Iterator[Scope]:
+def scope(max_concurrency: int | None) -> Iterator[Scope]:
     """Open a scope for the work started in this context (and the threads it hands work to)."""
     opened = Scope(max_concurrency)
     token = _scopes.set((*_scopes.get(), opened))
@@ -66,7 +66,8 @@ async def attempt_slots(*semaphores: asyncio.Semaphore) -> AsyncIterator[None]:
             opened.in_flight.add(task)
     try:
         _refuse_if_cancelled(scopes)
-        for semaphore in (*(opened.slots for opened in scopes), *semaphores):
+        limits = [opened.slots for opened in scopes if opened.slots is not None]
+        for semaphore in (*limits, *semaphores):
             await semaphore.acquire()
             held.append(semaphore)
         _refuse_if_cancelled(scopes)

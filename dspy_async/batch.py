@@ -55,7 +55,7 @@ async def run_batch(
         pool = ThreadPoolExecutor(max_concurrency, "dspy-async-batch") if sync_call else None
 
         async def run_item(index: int, inputs: Inputs) -> None:
-            with _limits.scope(sys.maxsize) as item:
+            with _limits.scope(None) as item:
                 deadline = asyncio.timeout(timeout)
                 try:
                     async with deadline:
