@@ -20,7 +20,7 @@ import json
 import math
 import random
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 __all__ = ["SchemaError", "find_prompt_schema", "generate_value", "invalid_value"]
@@ -76,22 +76,15 @@ def invalid_value(schema: Schema, *, seed: str) -> Any:
 def find_prompt_schema(text: str) -> dict[str, Any] | None:
     """Return the first JSON object in ``text`` that has a top-level ``"properties"`` key.
 
-    This is the simulator's whole "prompt asks for JSON" heuristic: a prompt that embeds a
-    JSON schema (in a fenced block or inline) contains the marker ``"properties"``; the
-    outermost object around it that parses and has that key is taken as the wanted schema.
+    This is the simulator's "prompt asks for JSON" heuristic: a prompt that embeds a JSON
+    schema (in a fenced block or inline) contains the marker ``"properties"``; the outermost
+    object around it that parses and has that key is taken as the wanted schema.
     """
     if '"properties"' not in text:
         return None
-    decoder = json.JSONDecoder()
-    start = text.find("{")
-    while start != -1:
-        try:
-            obj, _ = decoder.raw_decode(text, start)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict) and isinstance(obj.get("properties"), dict):
+    for obj, _ in _json_objects(text, reverse=False):
+        if isinstance(obj.get("properties"), dict):
             return obj
-        start = text.find("{", start + 1)
     return None
 
 
@@ -102,17 +95,24 @@ def find_prompt_example(text: str) -> dict[str, Any] | None:
     ("Answer in JSON, exactly like this example: {...}") gets that object back, re-asks
     included (they come after the example).
     """
+    for obj, end in _json_objects(text, reverse=True):
+        if obj and text[end : end + 1] in ("", "\n"):
+            return obj
+    return None
+
+
+def _json_objects(text: str, *, reverse: bool) -> Iterator[tuple[dict[str, Any], int]]:
+    """Each JSON object that starts at a `{` of `text`, with where it ends, first to last or
+    last to first."""
     decoder = json.JSONDecoder()
-    start = text.rfind("{")
-    while start != -1:
+    starts = [index for index, char in enumerate(text) if char == "{"]
+    for start in reversed(starts) if reverse else starts:
         try:
             obj, end = decoder.raw_decode(text, start)
         except ValueError:
-            obj, end = None, -1
-        if isinstance(obj, dict) and obj and text[end : end + 1] in ("", "\n"):
-            return obj
-        start = text.rfind("{", 0, start)
-    return None
+            continue
+        if isinstance(obj, dict):
+            yield obj, end
 
 
 def _bounds(schema: Schema) -> tuple[float, bool, float, bool]:
