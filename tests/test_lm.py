@@ -42,13 +42,8 @@ PROVIDERS = ["openai", "anthropic", "ollama"]
 
 
 def make_lm(sim: ProviderSimulator, provider: str = "openai", **kwargs: Any) -> LM:
-    base = {
-        "openai": sim.openai_base_url,
-        "anthropic": sim.anthropic_base_url,
-        "ollama": sim.ollama_base_url,
-    }[provider]
     kwargs.setdefault("retry", FAST)
-    return LM(f"{provider}/test-model", api_key=KEY, api_base=base, **kwargs)
+    return LM(f"{provider}/test-model", api_key=KEY, api_base=sim.api_base(provider), **kwargs)
 
 
 # -- wire formats ---------------------------------------------------------------------

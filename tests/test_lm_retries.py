@@ -31,13 +31,10 @@ FAST = RetryPolicy(initial_delay=0.01, max_delay=0.02, jitter=False)
 
 
 def make_lm(sim: ProviderSimulator, provider: str = "openai", **kwargs: Any) -> LM:
-    base = {
-        "openai": sim.openai_base_url,
-        "anthropic": sim.anthropic_base_url,
-        "ollama": sim.ollama_base_url,
-    }[provider]
     kwargs.setdefault("retry", FAST)
-    return LM(f"{provider}/test-model", api_key="sk-test", api_base=base, **kwargs)
+    return LM(
+        f"{provider}/test-model", api_key="sk-test", api_base=sim.api_base(provider), **kwargs
+    )
 
 
 def attempts_seen(sim: ProviderSimulator, text: str | None = None) -> list[int]:

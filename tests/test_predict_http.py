@@ -75,12 +75,7 @@ GOOD = {"category": "spam", "confidence": 0.25}
 
 
 def make_lm(sim: ProviderSimulator, provider: str, *, native: bool = True) -> LM:
-    base = {
-        "openai": sim.openai_base_url,
-        "anthropic": sim.anthropic_base_url,
-        "ollama": sim.ollama_base_url,
-    }[provider]
-    lm = LM(f"{provider}/test-model", api_base=base, api_key="k")
+    lm = LM(f"{provider}/test-model", api_base=sim.api_base(provider), api_key="k")
     lm.supports_native_structured = native
     return lm
 

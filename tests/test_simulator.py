@@ -640,3 +640,12 @@ async def test_close_cuts_hanging_requests() -> None:
     finally:
         sim.close()
     assert [r.outcome for r in sim.requests] == ["hang"]
+
+
+def test_api_base_names_each_providers_address() -> None:
+    with ProviderSimulator() as sim:
+        assert sim.api_base("openai") == sim.openai_base_url
+        assert sim.api_base("anthropic") == sim.anthropic_base_url
+        assert sim.api_base("ollama") == sim.ollama_base_url
+        with pytest.raises(ValueError, match="unknown provider"):
+            sim.api_base("cohere")

@@ -166,6 +166,17 @@ class ProviderSimulator:
         """What an Ollama client wants (the ``OLLAMA_HOST`` form): the root."""
         return self.base_url
 
+    def api_base(self, provider: str) -> str:
+        """The ``api_base`` that ``LM(f"{provider}/...")`` needs to reach this simulator."""
+        bases = {
+            "openai": self.openai_base_url,
+            "anthropic": self.anthropic_base_url,
+            "ollama": self.ollama_base_url,
+        }
+        if provider not in bases:
+            raise ValueError(f"unknown provider {provider!r}; expected one of {sorted(bases)}")
+        return bases[provider]
+
     # -- scripting ------------------------------------------------------------------
 
     def respond(
