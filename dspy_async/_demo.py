@@ -144,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"{count} {kind}" for kind, count in plan.items())
         )
         ours = run_ours(lm, emails, args.concurrency, args.progress)
-        ours = Outcome(ours.name, ours.items, ours.succeeded, len(sim.requests), ours.seconds)
         sim.reset()
         inject_faults(sim, args.items)
         blocking = run_blocking(sim, emails, args.concurrency)
