@@ -1,4 +1,4 @@
-"""The shared HTTP pool: one httpx transport per runtime loop, origin and connection limit.
+"""The shared HTTP pool: one httpx transport per runtime loop and origin, with its slots.
 
 httpx stays the HTTP API (requests, responses, a user's own `httpx.AsyncClient`), but its
 default transport slows down badly with thousands of requests in flight, so the pool is
@@ -11,8 +11,11 @@ when the runtime shuts down, rebuilt after a fork.
 
 from __future__ import annotations
 
+import asyncio
+import resource
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
@@ -21,14 +24,18 @@ from . import _runtime
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
+    "Pool",
     "ResponseTooLarge",
     "Sender",
+    "default_pool_size",
     "open_response",
     "read_body",
-    "shared_transport",
+    "shared_pool",
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 2**20
+MIN_POOL_SIZE = 16
+MAX_POOL_SIZE = 16384
 
 Sender = httpx.AsyncClient | httpx.AsyncBaseTransport
 """What sends a request: the shared transport, or a user's own client."""
@@ -38,19 +45,41 @@ class ResponseTooLarge(Exception):
     """A response body went over the size cap; reading stopped there."""
 
 
-def shared_transport(origin: Hashable, max_connections: int | None) -> AiohttpTransport:
-    """The runtime loop's transport for `origin` (scheme, host, port, ...), made on first use;
-    must be called on the runtime loop.
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """One origin's connections on the runtime loop: the transport, and `slots`, one per
+    connection it may open. An attempt takes a slot before its timeout starts, so a request
+    queued for a connection is never timed out by the wait, and requests beyond the pool's
+    size wait their turn instead of opening sockets until the process runs out of them."""
 
-    `max_connections` (the LM's `max_concurrency`) caps its pool; None leaves it unbounded
-    (aiohttp's pool size 0).
-    """
+    transport: AiohttpTransport
+    slots: asyncio.Semaphore
 
-    def new_transport() -> AiohttpTransport:
-        limits = httpx.Limits(max_connections=max_connections or 0, keepalive_expiry=30.0)
-        return AiohttpTransport(limits=limits)
 
-    return _runtime.loop_resource((__name__, origin), new_transport, close=AiohttpTransport.aclose)
+def default_pool_size() -> int:
+    """Connections per origin: half the process's file-descriptor limit, so that a burst of
+    calls to one provider leaves descriptors for everything else, within 16..16384."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_POOL_SIZE
+    return max(MIN_POOL_SIZE, min(MAX_POOL_SIZE, soft // 2))
+
+
+def shared_pool(origin: Hashable) -> Pool:
+    """The runtime loop's pool for `origin` (scheme, host, port), made on first use and shared
+    by every LM that calls it; must be called on the runtime loop. Each LM's own
+    `max_concurrency` is a separate limit on top (see pipeline/slots.py), so one LM's limit
+    never throttles another's calls to the same origin."""
+
+    def new_pool() -> Pool:
+        size = default_pool_size()
+        limits = httpx.Limits(max_connections=size, keepalive_expiry=30.0)
+        return Pool(AiohttpTransport(limits=limits), asyncio.Semaphore(size))
+
+    async def close(pool: Pool) -> None:
+        await pool.transport.aclose()
+
+    return _runtime.loop_resource((__name__, origin), new_pool, close=close)
 
 
 @asynccontextmanager

@@ -10,24 +10,23 @@ loop it comes from, so all callers share one connection pool and one concurrency
 from __future__ import annotations
 
 import abc
-import asyncio
 import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from . import _http, _limits, _runtime, events
+from . import _http, _runtime, events
 from .errors import ConfigurationError, LMError
+from .pipeline import Call, compose
+from .pipeline.send import Send
+from .pipeline.slots import Slots
 from .providers import get_provider
-from .providers.base import Reply
-from .providers.exchange import Request, exchange
-from .records import Attempt, Usage
+from .providers.exchange import Request
+from .records import Attempt, Message, OutputSchema, Usage
 from .retry import AttemptFailed, RetryPolicy, call_with_retries
 from .settings import settings
 
@@ -35,23 +34,7 @@ __all__ = ["LM", "BaseLM", "LMResponse", "Message", "OutputSchema"]
 
 logger = logging.getLogger("dspy_async")
 
-Message = dict[str, str]
-"""An OpenAI-style chat message: {"role": "system" | "user" | "assistant", "content": str}."""
-
 ROLES = frozenset({"system", "user", "assistant"})
-
-
-@dataclass(frozen=True, slots=True)
-class OutputSchema:
-    """The JSON schema of the object a structured call asks for, and its name for the provider.
-
-    `strict` asks OpenAI's strict mode, which only takes a subset of JSON schema (see
-    adapters/native.py); other providers send the schema either way.
-    """
-
-    name: str
-    schema: Mapping[str, Any]
-    strict: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +181,8 @@ class LM(BaseLM):
         defaults = {"temperature": temperature, "max_tokens": max_tokens, **params}
         self.params = {key: value for key, value in defaults.items() if value is not None}
         self._http_client = http_client
-        self._slots_key = (__name__, "slots", object())
+        # The gates of every attempt, outermost first (see pipeline/__init__.py).
+        self._attempt = compose([Slots(max_concurrency)], Send(timeout, max_response_bytes))
         url = self._endpoint.url
         self._origin = (url.scheme, url.host, url.port)
 
@@ -222,30 +206,19 @@ class LM(BaseLM):
         output_schema: OutputSchema | None,
         params: dict[str, Any],
     ) -> LMResponse:
-        """One call, on the runtime loop: its attempts and the waits between them."""
-        schema = output_schema if self.supports_native_structured else None
-        provider = get_provider(self.provider)
-        request = Request(
-            self.provider,
-            provider,
-            self._endpoint,
-            provider.build_body(self.model, messages, {**self.params, **params}, schema),
-            structured=schema is not None,
-        )
-        sender = self._http_client or _http.shared_transport(self._origin, self.max_concurrency)
-        call_id = events.new_call_id()
+        """One call, on the runtime loop: its attempts through the pipeline, the waits between."""
+        call = self._start_call(messages, output_schema, params)
         started = time.monotonic()
         try:
             reply, attempts = await call_with_retries(
-                functools.partial(self._attempt, call_id, sender, request),
+                functools.partial(self._attempt, call),
                 self.retry,
                 enabled=settings.retry_enabled,
-                gate=self._slot,
-                on_retry=functools.partial(self._on_retry, call_id),
+                on_retry=functools.partial(self._on_retry, call.id),
             )
         except LMError as error:
             elapsed = time.monotonic() - started
-            events.emit(events.FailureEvent(call_id, *self._names, error.attempts, error, elapsed))
+            events.emit(events.FailureEvent(call.id, *self._names, error.attempts, error, elapsed))
             raise
         elapsed = time.monotonic() - started
         logger.debug(
@@ -255,21 +228,33 @@ class LM(BaseLM):
         )
         events.emit(
             events.ResponseEvent(
-                call_id, *self._names, attempts, reply.usage, elapsed, reply.finish_reason
+                call.id, *self._names, attempts, reply.usage, elapsed, reply.finish_reason
             )
         )
         return LMResponse(
             reply.text, reply.usage, self.model, self.provider, attempts, reply.finish_reason
         )
 
-    async def _attempt(
-        self, call_id: int, sender: _http.Sender, request: Request, number: int, budget: float
-    ) -> Reply:
-        """Send attempt `number`, taking at most `timeout` and what is left of the budget."""
-        events.emit(events.RequestEvent(call_id, *self._names, number))
-        logger.debug("%s/%s: sending attempt %d", *self._names, number)
-        timeout = budget if self.timeout is None else min(self.timeout, budget)
-        return await exchange(sender, request, timeout=timeout, max_bytes=self.max_response_bytes)
+    def _start_call(
+        self,
+        messages: list[Message],
+        output_schema: OutputSchema | None,
+        params: dict[str, Any],
+    ) -> Call:
+        """The call's request and where it goes; on the runtime loop, which owns the pool."""
+        schema = output_schema if self.supports_native_structured else None
+        provider = get_provider(self.provider)
+        request = Request(
+            self.provider,
+            provider,
+            self._endpoint,
+            provider.build_body(self.model, messages, {**self.params, **params}, schema),
+            structured=schema is not None,
+        )
+        if self._http_client is not None:
+            return Call(events.new_call_id(), *self._names, request, self._http_client, None)
+        pool = _http.shared_pool(self._origin)
+        return Call(events.new_call_id(), *self._names, request, pool.transport, pool.slots)
 
     def _on_retry(self, call_id: int, failure: AttemptFailed, number: int, wait: float) -> None:
         error = failure.error
@@ -286,12 +271,3 @@ class LM(BaseLM):
     @property
     def _names(self) -> tuple[str, str]:
         return self.provider, self.model
-
-    def _slot(self) -> AbstractAsyncContextManager[None]:
-        """For one attempt: a slot of this LM's `max_concurrency` (a semaphore per runtime
-        loop) and of every enclosing batch's limit."""
-        limit = self.max_concurrency
-        if limit is None:
-            return _limits.attempt_slots()
-        slots = _runtime.loop_resource(self._slots_key, lambda: asyncio.Semaphore(limit))
-        return _limits.attempt_slots(slots)

@@ -1,15 +1,33 @@
-"""Plain records shared by every layer: token usage and the history of attempts.
+"""Plain records shared by every layer: messages, output schemas, token usage and the
+history of attempts.
 
-They live apart from the errors and the LM so that both can carry them without importing
-each other.
+They live below the errors, the providers and the LM so that all of them can carry them
+without importing each other.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["Attempt", "Usage"]
+__all__ = ["Attempt", "Message", "OutputSchema", "Usage", "Wait"]
+
+Message = dict[str, str]
+"""An OpenAI-style chat message: {"role": "system" | "user" | "assistant", "content": str}."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSchema:
+    """The JSON schema of the object a structured call asks for, and its name for the provider.
+
+    `strict` asks OpenAI's strict mode, which only takes a subset of JSON schema (see
+    adapters/native.py); other providers send the schema either way.
+    """
+
+    name: str
+    schema: Mapping[str, Any]
+    strict: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +59,22 @@ AttemptOutcome = Literal["ok", "error", "invalid_output"]
 
 
 @dataclass(frozen=True, slots=True)
+class Wait:
+    """Time an attempt spent at one gate before it was sent: `gate` names it ("slot" for a
+    concurrency or connection slot), `seconds` how long it waited there."""
+
+    gate: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """One request to a provider: what happened, and how long we waited before sending it.
 
     `outcome` is "ok" for a usable response, "error" for a provider or transport failure, and
     "invalid_output" for a response whose content failed parsing or validation (re-asked).
+    `waited` is the backoff before it; `gates` the waits at the pipeline's gates (slots, ...)
+    after that backoff; `elapsed` the time from leaving the gates to the end of the attempt.
     """
 
     number: int
@@ -55,3 +84,4 @@ class Attempt:
     waited: float = 0.0
     elapsed: float = 0.0
     usage: Usage = field(default_factory=Usage)
+    gates: tuple[Wait, ...] = ()

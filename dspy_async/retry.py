@@ -1,35 +1,35 @@
 """When and how long to wait before trying a failed provider call again.
 
-`RetryPolicy` is the user-facing knob; `call_with_retries` is the loop every LM call runs. Waits
-are `sleep` on the running loop (`asyncio.sleep` unless a test injects another), so a call
-waiting out a backoff blocks nothing else, and it waits outside the `gate` (the LM's
-`max_concurrency` slot) so it holds no slot while it waits.
+`RetryPolicy` is the user-facing knob; `call_with_retries` is the loop every LM call runs.
+Waits are the installed clock's `sleep` (`asyncio.sleep` on the running loop unless a test
+installs a virtual clock), so a call waiting out a backoff blocks nothing else; the attempt's
+gates (slots, ...) are entered inside each attempt, so a backoff holds none of them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email.utils
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import backoff
 
+from . import _clock
 from .errors import (
     ConfigurationError,
     ContextWindowExceededError,
     LMError,
     UnsupportedParameterError,
 )
-from .records import Attempt, Usage
+from .records import Attempt, Usage, Wait
 
 __all__ = [
     "RETRYABLE_STATUSES",
     "AttemptFailed",
+    "AttemptState",
     "RetryPolicy",
     "call_with_retries",
     "server_wait",
@@ -114,58 +114,87 @@ class _HasUsage(Protocol):
 
 
 R = TypeVar("R", bound=_HasUsage)
-Gate = Callable[[], AbstractAsyncContextManager[object]]
 RetryHook = Callable[[AttemptFailed, int, float], None]
 
 
+@dataclass(slots=True)
+class AttemptState:
+    """One attempt as the pipeline's stages see it: its number, the call's deadline (a clock
+    time, the end of `max_elapsed`), and the waits its gates have taken so far.
+
+    A gate whose wait does not count against `max_elapsed` (a concurrency slot: a call queued
+    behind a busy batch is not late) moves the deadline by that wait.
+    """
+
+    number: int
+    deadline: float
+    clock: _clock.Clock
+    gates: list[Wait] = field(default_factory=list)
+    gated: float = 0.0
+
+    def time_left(self) -> float:
+        """Seconds until the call's deadline."""
+        return self.deadline - self.clock.monotonic()
+
+    def record_wait(self, gate: str, seconds: float, *, counted: bool) -> None:
+        """Note `seconds` spent at `gate`; `counted` waits eat into the deadline."""
+        self.gates.append(Wait(gate, seconds))
+        self.gated += seconds
+        if not counted:
+            self.deadline += seconds
+
+
 async def call_with_retries(
-    attempt: Callable[[int, float], Awaitable[R]],
+    attempt: Callable[[AttemptState], Awaitable[R]],
     policy: RetryPolicy,
     *,
     enabled: bool = True,
-    gate: Gate = contextlib.nullcontext,
     on_retry: RetryHook | None = None,
-    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    clock: Callable[[], float] = time.monotonic,
+    clock: _clock.Clock | None = None,
 ) -> tuple[R, tuple[Attempt, ...]]:
-    """Run `attempt(number, budget)` until it succeeds or may not be retried.
+    """Run `attempt(state)` until it succeeds or may not be retried.
 
-    `attempt` raises `AttemptFailed` on failure; `budget` is what is left of `max_elapsed`, the
-    most it may take. Each attempt runs inside `gate()`; time spent waiting for the gate is not
-    counted against `max_elapsed`. `on_retry(failure, number, wait)` is called before each wait.
-    With `enabled` False (retries switched off) only one attempt is made. Returns the result
-    and every attempt's record; on failure raises the last error, carrying every record.
+    `attempt` raises `AttemptFailed` on failure; `state.time_left()` is the most it may take.
+    `on_retry(failure, number, wait)` is called before each backoff, a `clock.sleep` (the
+    installed clock unless given: real time outside tests) that holds nothing the attempt's
+    gates gave it. With `enabled` False (retries switched off) only one attempt is made.
+    Returns the result and every attempt's record; on failure raises the last error, carrying
+    every record.
     """
+    clock = clock or _clock.current()
     waits = policy.backoff_waits()
     history: list[Attempt] = []
-    spent = waited = 0.0
+    deadline = clock.monotonic() + policy.max_elapsed
+    waited = 0.0
     number = 0
     while True:
         number += 1
-        async with gate():
-            began = clock()
-            try:
-                outcome: R | AttemptFailed = await attempt(number, policy.max_elapsed - spent)
-            except AttemptFailed as failed:
-                outcome = failed
-            elapsed = clock() - began
-        spent += elapsed
+        state = AttemptState(number, deadline, clock)
+        began = clock.monotonic()
+        try:
+            outcome: R | AttemptFailed = await attempt(state)
+        except AttemptFailed as failed:
+            outcome = failed
+        elapsed = clock.monotonic() - began - state.gated
+        deadline, gates = state.deadline, tuple(state.gates)
         if not isinstance(outcome, AttemptFailed):
-            history.append(Attempt(number, "ok", None, 200, waited, elapsed, outcome.usage))
+            record = Attempt(number, "ok", None, 200, waited, elapsed, outcome.usage, gates)
+            history.append(record)
             return outcome, tuple(history)
         failure, error = outcome, outcome.error
-        history.append(Attempt(number, "error", str(error), error.status_code, waited, elapsed))
-        remaining = policy.max_elapsed - spent
+        history.append(
+            Attempt(number, "error", str(error), error.status_code, waited, elapsed, gates=gates)
+        )
+        remaining = deadline - clock.monotonic()
         wait = _next_wait(failure, number, policy, waits, remaining) if enabled else None
         if wait is None:
             error.attempts = tuple(history)
             raise error from failure.__cause__
         if on_retry is not None:
             on_retry(failure, number, wait)
-        slept_from = clock()
-        await sleep(wait)
-        waited = clock() - slept_from
-        spent += waited
+        slept_from = clock.monotonic()
+        await clock.sleep(wait)
+        waited = clock.monotonic() - slept_from
 
 
 def _next_wait(

@@ -1,14 +1,14 @@
 """The retry schedule, on a fake clock: which failures are retried, and how long each wait is.
 
-`call_with_retries` takes its sleep and clock as arguments, so these tests run in no wall time.
+`call_with_retries` takes its clock (monotonic time and sleep) as an argument, so these tests
+run in no wall time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import statistics
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -22,9 +22,10 @@ from dspy_async.errors import (
     RateLimitError,
     UnsupportedParameterError,
 )
-from dspy_async.records import Attempt, Usage
+from dspy_async.records import Attempt, Usage, Wait
 from dspy_async.retry import (
     AttemptFailed,
+    AttemptState,
     RetryPolicy,
     call_with_retries,
     server_wait,
@@ -46,7 +47,7 @@ class FakeTime:
         self.now = 0.0
         self.sleeps: list[float] = []
 
-    def clock(self) -> float:
+    def monotonic(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
@@ -74,8 +75,8 @@ class Script:
         self.took = took
         self.budgets: list[float] = []
 
-    async def __call__(self, number: int, budget: float) -> Result:
-        self.budgets.append(budget)
+    async def __call__(self, attempt: AttemptState) -> Result:
+        self.budgets.append(attempt.time_left())
         self.time.now += self.took
         if self.failures:
             raise self.failures.pop(0)
@@ -88,8 +89,7 @@ async def run(
     return await call_with_retries(
         script,
         policy,
-        sleep=time.sleep,
-        clock=time.clock,
+        clock=time,
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -216,31 +216,38 @@ async def test_on_retry_is_told_the_failure_attempt_and_wait() -> None:
     assert seen == [(503, 1, 0.5), (429, 2, 1.5)]
 
 
-async def test_gate_is_held_only_while_an_attempt_is_in_flight() -> None:
+async def test_uncounted_gate_waits_move_the_deadline_and_are_recorded() -> None:
     time = FakeTime()
-    held: list[bool] = []
-    inside = False
+    failures = [server_error()] * 2
 
-    @contextlib.asynccontextmanager
-    async def gate() -> AsyncIterator[None]:
-        nonlocal inside
-        inside = True
-        time.now += 100  # queueing for a slot does not count against max_elapsed
-        try:
-            yield
-        finally:
-            inside = False
-
-    async def sleep(seconds: float) -> None:
-        held.append(inside)
-        await time.sleep(seconds)
+    async def attempt(state: AttemptState) -> Result:
+        time.now += 100  # queued for a slot: not counted against max_elapsed
+        state.record_wait("slot", 100, counted=False)
+        time.now += 1
+        if failures:
+            raise failures.pop(0)
+        return Result(Usage(1, 1))
 
     policy = RetryPolicy(jitter=False, max_elapsed=5)
-    _, attempts = await call_with_retries(
-        Script(time, [server_error()] * 2), policy, gate=gate, sleep=sleep, clock=time.clock
-    )
-    assert held == [False, False]
+    _, attempts = await call_with_retries(attempt, policy, clock=time)
     assert len(attempts) == 3
+    assert [a.elapsed for a in attempts] == [1, 1, 1]
+    assert all(a.gates == (Wait("slot", 100),) for a in attempts)
+
+
+async def test_counted_gate_waits_eat_into_the_deadline() -> None:
+    time = FakeTime()
+
+    async def attempt(state: AttemptState) -> Result:
+        time.now += 4  # waited for something that counts, such as rate-limit budget
+        state.record_wait("budget", 4, counted=True)
+        raise server_error()
+
+    policy = RetryPolicy(jitter=False, max_elapsed=4.2)
+    with pytest.raises(ProviderServerError) as raised:
+        await call_with_retries(attempt, policy, clock=time)
+    assert len(raised.value.attempts) == 1  # the 0.5 s backoff would end past the deadline
+    assert raised.value.attempts[0].elapsed == 0
 
 
 def test_server_wait_reads_retry_after_ms_seconds_and_http_dates() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pydantic_core
 
-from ..lm import Message
+from ..records import Message
 from ..signatures import Signature, SignatureField
 from .json_prompt import json_prompt
 

@@ -16,7 +16,7 @@ import functools
 import json
 import re
 
-from ..lm import OutputSchema
+from ..records import OutputSchema
 from ..signatures import Signature
 from .schema import Schema, map_schema, output_json_schema
 

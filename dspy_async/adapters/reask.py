@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..lm import Message
+from ..records import Message
 
 __all__ = ["reask_messages"]
 

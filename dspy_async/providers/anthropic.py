@@ -11,7 +11,7 @@ import httpx
 from .base import Endpoint, ErrorBody, Reply, find_api_key, message_from, usage_from
 
 if TYPE_CHECKING:
-    from ..lm import Message, OutputSchema
+    from ..records import Message, OutputSchema
 
 DEFAULT_BASE = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"

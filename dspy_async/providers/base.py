@@ -19,7 +19,7 @@ from ..errors import ConfigurationError
 from ..records import Usage
 
 if TYPE_CHECKING:
-    from ..lm import Message, OutputSchema
+    from ..records import Message, OutputSchema
 
 __all__ = ["Endpoint", "ErrorBody", "Provider", "Reply", "find_api_key", "is_context_window"]
 

@@ -11,7 +11,7 @@ import httpx
 from .base import Endpoint, ErrorBody, Reply, message_from, usage_from
 
 if TYPE_CHECKING:
-    from ..lm import Message, OutputSchema
+    from ..records import Message, OutputSchema
 
 DEFAULT_HOST = "http://localhost:11434"
 NATIVE_PARAMS = frozenset({"format"})

@@ -10,7 +10,7 @@ import httpx
 from .base import Endpoint, ErrorBody, Reply, find_api_key, message_from, usage_from
 
 if TYPE_CHECKING:
-    from ..lm import Message, OutputSchema
+    from ..records import Message, OutputSchema
 
 DEFAULT_BASE = "https://api.openai.com/v1"
 NATIVE_PARAMS = frozenset({"response_format", "json_schema"})

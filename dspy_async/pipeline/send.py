@@ -1,0 +1,34 @@
+"""The Send stage, innermost: announce the attempt, then make the one exchange with the
+provider within the attempt's timeout (the LM's `timeout`, cut to what is left of the call's
+`max_elapsed`)."""
+
+from __future__ import annotations
+
+import logging
+
+from .. import events
+from ..providers.base import Reply
+from ..providers.exchange import exchange
+from ..retry import AttemptState
+from . import Call
+
+__all__ = ["Send"]
+
+logger = logging.getLogger("dspy_async")
+
+
+class Send:
+    """Send one attempt; `timeout` (None: none) bounds it, and so does the call's deadline."""
+
+    def __init__(self, timeout: float | None, max_response_bytes: int) -> None:
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
+
+    async def __call__(self, call: Call, attempt: AttemptState) -> Reply:
+        events.emit(events.RequestEvent(call.id, call.provider, call.model, attempt.number))
+        logger.debug("%s/%s: sending attempt %d", call.provider, call.model, attempt.number)
+        left = attempt.time_left()
+        timeout = left if self.timeout is None else min(self.timeout, left)
+        return await exchange(
+            call.sender, call.request, timeout=timeout, max_bytes=self.max_response_bytes
+        )
