@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
-from . import _limits
+from . import _checks, _limits
 from .errors import BatchError, SignatureError
 
 __all__ = ["run_batch"]
@@ -103,14 +103,8 @@ async def _start(
 def _check_items(
     items: Sequence[Inputs], max_concurrency: int, timeout: float | None
 ) -> list[Inputs]:
-    if (
-        isinstance(max_concurrency, bool)
-        or not isinstance(max_concurrency, int)
-        or max_concurrency < 1
-    ):
-        raise ValueError(f"max_concurrency must be a positive integer, not {max_concurrency!r}")
-    if timeout is not None and timeout <= 0:
-        raise ValueError(f"timeout must be positive, not {timeout!r}")
+    _checks.positive_int("batch max_concurrency", max_concurrency)
+    _checks.positive_number("batch timeout", timeout, allow_none=True)
     checked = list(items)
     for index, inputs in enumerate(checked):
         if not isinstance(inputs, Mapping):

@@ -14,17 +14,19 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from . import _http, _runtime, events
+from . import _checks, _http, _runtime, events
 from .errors import ConfigurationError, LMError
 from .pipeline import Call, compose
 from .pipeline.send import Send
 from .pipeline.slots import Slots
 from .providers import get_provider
+from .providers.base import request_params
 from .providers.exchange import Request
 from .records import Attempt, Message, OutputSchema, Usage
 from .retry import AttemptFailed, RetryPolicy, call_with_retries
@@ -117,23 +119,50 @@ class BaseLM(abc.ABC):
 
 
 def to_messages(prompt: str | None, messages: list[Message] | None) -> list[Message]:
-    """Check the call's input and return it as a fresh list of chat messages."""
-    if prompt is not None and messages is None:
-        return [{"role": "user", "content": prompt}]
-    if prompt is not None or messages is None:
+    """Check the call's input and return it as a fresh list of chat messages.
+
+    Text must be sendable: a lone surrogate (from bytes decoded with `surrogateescape`, or a
+    split emoji) cannot be encoded as UTF-8, and would fail inside the request instead.
+    """
+    if (prompt is None) == (messages is None):
         raise TypeError("pass either a prompt or messages=[...], not both and not neither")
+    if messages is None:
+        return [{"role": "user", "content": _text("prompt", prompt)}]
+    if isinstance(messages, str | Mapping) or not isinstance(messages, Iterable):
+        raise TypeError(f"messages must be a list of message dicts, not {type(messages).__name__}")
     checked: list[Message] = []
     for index, message in enumerate(messages):
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES or not isinstance(content, str) or len(message) != 2:
+        if (
+            not isinstance(message, Mapping)
+            or message.get("role") not in ROLES
+            or not isinstance(message.get("content"), str)
+            or len(message) != 2
+        ):
+            got = (
+                f"keys {sorted(map(str, message))}"
+                if isinstance(message, Mapping)
+                else f"a {type(message).__name__}"
+            )
             raise TypeError(
                 f"messages[{index}] must be {{'role': 'system'|'user'|'assistant', "
-                f"'content': str}}, got keys {sorted(message)}"
+                f"'content': str}}, got {got}"
             )
-        checked.append({"role": role, "content": content})
+        content = _text(f"messages[{index}]['content']", message["content"])
+        checked.append({"role": message["role"], "content": content})
     if not checked:
         raise TypeError("messages must not be empty")
     return checked
+
+
+def _text(where: str, text: object) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{where} must be a str, not {type(text).__name__}")
+    if _checks.unencodable(text) is not None:
+        raise TypeError(
+            f"{where} holds a lone surrogate (half of a UTF-16 pair, as text decoded with "
+            "errors='surrogateescape' can), which UTF-8 cannot encode or send"
+        )
+    return text
 
 
 class LM(BaseLM):
@@ -163,23 +192,41 @@ class LM(BaseLM):
         max_response_bytes: int = _http.DEFAULT_MAX_RESPONSE_BYTES,
         **params: Any,
     ) -> None:
-        provider_name, _, name = model.partition("/")
+        provider_name, _, name = model.partition("/") if isinstance(model, str) else ("", "", "")
         if not provider_name or not name:
             raise ConfigurationError(
                 f"model id {model!r} must be 'provider/model', e.g. 'openai/gpt-4o-mini'"
             )
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ConfigurationError("max_concurrency must be a positive number or None")
-        if timeout is not None and timeout <= 0:
-            raise ConfigurationError("timeout must be a positive number of seconds or None")
+        provider = get_provider(provider_name)
+        # Every value is checked here, so a bad one fails now, not at the first call.
+        timeout = _checks.positive_number("LM timeout", timeout, allow_none=True)
+        max_concurrency = _checks.positive_int(
+            "LM max_concurrency", max_concurrency, allow_none=True
+        )
+        max_response_bytes = _checks.positive_int("LM max_response_bytes", max_response_bytes)
+        for arg, value, kind in (
+            ("retry", retry, RetryPolicy),
+            ("http_client", http_client, httpx.AsyncClient),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise ConfigurationError(
+                    f"LM {arg} must be a {kind.__name__} or None, not {_checks.shown(value)}"
+                )
+        defaults = {
+            "temperature": _checks.non_negative_number(
+                "LM temperature", temperature, allow_none=True
+            ),
+            "max_tokens": _checks.positive_int("LM max_tokens", max_tokens, allow_none=True),
+            **params,
+        }
         super().__init__(name, provider_name)
-        self._endpoint = get_provider(provider_name).endpoint(api_key, api_base)
+        self._endpoint = provider.endpoint(api_key, api_base)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.max_concurrency = max_concurrency
         self.max_response_bytes = max_response_bytes
-        defaults = {"temperature": temperature, "max_tokens": max_tokens, **params}
         self.params = {key: value for key, value in defaults.items() if value is not None}
+        request_params(provider_name, provider.PARAMS, self.params)  # misspelt names, NaN
         self._http_client = http_client
         # The gates of every attempt, outermost first (see pipeline/__init__.py).
         self._attempt = compose([Slots(max_concurrency)], Send(timeout, max_response_bytes))

@@ -1,9 +1,10 @@
 """Predict and ChainOfThought: one LM step that turns a signature's inputs into typed outputs.
 
 Every keyword is an input field except two reserved ones: `lm=` (the LM for this call) and
-`config=` (LM parameters such as temperature for this call). Inputs are checked before any
-request is made. The LM is, in order: the call's `lm=`, the one given to Predict, then
-`dspy.context(lm=...)`, then `dspy.configure(lm=...)`.
+`config=` (LM parameters such as temperature for this call). Inputs, and `config` against the
+parameters the LM's provider takes, are checked before any request is made. The LM is, in
+order: the call's `lm=`, the one given to Predict, then `dspy.context(lm=...)`, then
+`dspy.configure(lm=...)`. A signature may have no inputs (`Predict("-> joke")()`), as in DSPy.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Any
 from . import _runtime
 from .adapters import generate_structured
 from .errors import ConfigurationError, SignatureError
-from .lm import BaseLM
+from .lm import LM, BaseLM
 from .module import Module
 from .prediction import Prediction
+from .providers import get_provider
+from .providers.base import request_params
 from .settings import check_lm, settings
 from .signatures import Signature, ensure_signature
 
@@ -55,6 +58,7 @@ class Predict(Module):
         check_lm(lm)
         self.lm = lm
         self.config = _check_config(config)
+        _check_params(lm, self.config)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.signature!r})"
@@ -86,12 +90,14 @@ class Predict(Module):
         config = _check_config(kwargs.pop("config", None))
         inputs = self.signature.validate_inputs(kwargs)
         structured = settings.structured_outputs
-        return _Call(
+        call = _Call(
             lm=self._resolve_lm(lm),
             inputs=inputs,
             params={**self.config, **config},
             max_retries=max(0, structured.max_retries) if structured.retry_enabled else 0,
         )
+        _check_params(call.lm, call.params)
+        return call
 
     def _resolve_lm(self, lm: BaseLM | None) -> BaseLM:
         check_lm(lm)
@@ -137,3 +143,10 @@ def _check_config(config: object) -> dict[str, Any]:
     if clashes:
         raise ConfigurationError(f"config cannot set {', '.join(clashes)}: Predict sets them")
     return dict(config)
+
+
+def _check_params(lm: BaseLM | None, params: Mapping[str, Any]) -> None:
+    """Refuse parameters the provider of `lm` does not take (a misspelt `temprature`), here
+    rather than inside the call. Only an `LM` knows its provider's parameters."""
+    if isinstance(lm, LM) and params:
+        request_params(lm.provider, get_provider(lm.provider).PARAMS, {**lm.params, **params})

@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 
 import backoff
 
-from . import _clock
+from . import _checks, _clock
 from .errors import (
     ConfigurationError,
     ContextWindowExceededError,
@@ -59,12 +59,16 @@ class RetryPolicy:
     respect_retry_after: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigurationError("RetryPolicy.max_attempts must be at least 1")
-        if not 0 <= self.initial_delay <= self.max_delay:
-            raise ConfigurationError("RetryPolicy needs 0 <= initial_delay <= max_delay")
-        if self.max_elapsed <= 0:
-            raise ConfigurationError("RetryPolicy.max_elapsed must be positive")
+        _checks.positive_int("RetryPolicy max_attempts", self.max_attempts)
+        initial = _checks.non_negative_number("RetryPolicy initial_delay", self.initial_delay)
+        if _checks.non_negative_number("RetryPolicy max_delay", self.max_delay) < initial:
+            raise ConfigurationError(
+                f"RetryPolicy max_delay must be >= initial_delay ({self.initial_delay!r}), "
+                f"not {self.max_delay!r}"
+            )
+        _checks.positive_number("RetryPolicy max_elapsed", self.max_elapsed)
+        _checks.boolean("RetryPolicy jitter", self.jitter)
+        _checks.boolean("RetryPolicy respect_retry_after", self.respect_retry_after)
 
     def backoff_waits(self) -> Iterator[float]:
         """The waits before the second, third, ... attempt when the server names none."""

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from . import _checks
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -85,17 +86,20 @@ class Settings:
 
 
 def _check(values: dict[str, Any]) -> None:
-    unknown = sorted(set(values) - _NAMES)
-    if unknown:
-        raise ConfigurationError(
-            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_NAMES))}"
-        )
+    _checks.known_names("setting", sorted(values), _NAMES)
     if "lm" in values:
         check_lm(values["lm"])
-    if "structured_outputs" in values and not isinstance(
-        values["structured_outputs"], StructuredOutputSettings
-    ):
-        raise ConfigurationError("structured_outputs must be a StructuredOutputSettings")
+    if "retry_enabled" in values:
+        _checks.boolean("setting retry_enabled", values["retry_enabled"])
+    if "structured_outputs" in values:
+        structured = values["structured_outputs"]
+        if not isinstance(structured, StructuredOutputSettings):
+            raise ConfigurationError(
+                "setting structured_outputs must be a StructuredOutputSettings, "
+                f"not {_checks.shown(structured)}"
+            )
+        _checks.boolean("structured_outputs.retry_enabled", structured.retry_enabled)
+        _checks.non_negative_int("structured_outputs.max_retries", structured.max_retries)
 
 
 def check_lm(lm: object) -> None:

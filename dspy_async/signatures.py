@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal, Union
 import pydantic
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from . import _checks
 from ._type_expressions import TYPE_NAMES, parse_type, split_outside_brackets
 from .errors import SignatureError
 from .prediction import Prediction
@@ -32,6 +33,7 @@ __all__ = [
     "Signature",
     "SignatureField",
     "ensure_signature",
+    "field_values",
     "format_validation_error",
     "make_signature",
 ]
@@ -238,7 +240,11 @@ def _model(name: str, fields: Iterable[SignatureField], *, inputs: bool) -> type
             f.annotation,
             pydantic.Field(default, description=f.desc, **f.constraints),
         )
-    config = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=inputs)
+    # NaN and infinity are no answer a model means (json.loads reads them in replies), so an
+    # output holding one is invalid and re-asked; a field may allow them with allow_inf_nan.
+    config = ConfigDict(
+        protected_namespaces=(), arbitrary_types_allowed=inputs, allow_inf_nan=inputs
+    )
     try:
         with warnings.catch_warnings():
             # A field named like a deprecated BaseModel method (json, schema, copy) is fine here.
@@ -249,6 +255,12 @@ def _model(name: str, fields: Iterable[SignatureField], *, inputs: bool) -> type
     except (pydantic.PydanticUserError, pydantic.PydanticSchemaGenerationError, TypeError) as exc:
         raise SignatureError(f"{name}: unsupported field type or option: {exc}") from exc
     return model
+
+
+def field_values(model: BaseModel) -> dict[str, Any]:
+    """A validated model's fields by name, in order. Not `dict(model)`, which takes a field
+    named `keys` for the mapping protocol's method and fails."""
+    return dict(iter(model))
 
 
 def format_validation_error(error: ValidationError, *, limit: int = 200) -> str:
@@ -350,7 +362,16 @@ class Signature(metaclass=SignatureMeta):
             raise SignatureError(
                 f"{cls.__name__}: invalid input:\n{format_validation_error(exc)}"
             ) from None
-        return dict(validated)
+        values = field_values(validated)
+        for name, value in values.items():
+            where = _checks.unencodable(value)
+            if where is not None:
+                raise SignatureError(
+                    f"{cls.__name__}: input {name}{where} holds a lone surrogate (half of a "
+                    "UTF-16 pair, as text decoded with errors='surrogateescape' can), which "
+                    "UTF-8 cannot encode or send"
+                )
+        return values
 
     @classmethod
     def with_instructions(cls, instructions: str) -> type[Signature]:

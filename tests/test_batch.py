@@ -100,7 +100,7 @@ def test_bad_items_fail_before_any_request(provider_simulator: ProviderSimulator
     classifier = dspy.Predict(Classify, lm=sim_lm(provider_simulator))
     with pytest.raises(dspy.SignatureError, match="batch item 1"):
         classifier.batch([{"email_content": "a"}, "just a string"])  # type: ignore[list-item]
-    with pytest.raises(ValueError, match="max_concurrency"):
+    with pytest.raises(dspy.ConfigurationError, match="max_concurrency"):
         classifier.batch(emails(2), max_concurrency=0)
     results = classifier.batch([{"email": "wrong field"}], return_exceptions=True)
     assert isinstance(results[0], dspy.SignatureError)

@@ -43,7 +43,7 @@ def test_respond_callable_answers_once_script_is_used_up() -> None:
 def test_running_out_of_outputs_says_so() -> None:
     lm = DummyLM(["only"])
     lm("a")
-    with pytest.raises(LookupError, match="no scripted output left for call #2"):
+    with pytest.raises(LookupError, match=r"ran out of scripted outputs after 1 \(call #2"):
         lm("b")
 
 

@@ -12,7 +12,9 @@ from ..records import Message
 from ..signatures import Signature, SignatureField
 from .json_prompt import json_prompt
 
-__all__ = ["build_messages", "format_value"]
+__all__ = ["NO_INPUTS", "build_messages", "format_value"]
+
+NO_INPUTS = "(This task has no inputs.)"
 
 
 def build_messages(
@@ -25,6 +27,8 @@ def build_messages(
     if signature.input_fields:
         system.append(_field_list("Inputs", signature.input_fields))
     user = [f"{name}: {format_value(value)}" for name, value in inputs.items()]
+    if not user and not json_format:
+        user = [NO_INPUTS]  # a signature without inputs; providers refuse an empty user turn
     if json_format:
         parts = json_prompt(signature)
         system.append(parts.keys)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..signatures import Signature, format_validation_error
+from ..signatures import Signature, field_values, format_validation_error
 
 __all__ = ["InvalidOutput", "extract_json", "parse_output"]
 
@@ -54,4 +54,4 @@ def parse_output(signature: type[Signature], text: str) -> dict[str, Any]:
         validated = signature.output_model.model_validate(data)
     except ValidationError as exc:
         raise InvalidOutput(format_validation_error(exc)) from None
-    return dict(validated)
+    return field_values(validated)

@@ -6,9 +6,17 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from .base import Endpoint, ErrorBody, Reply, find_api_key, message_from, usage_from
+from .base import (
+    Endpoint,
+    ErrorBody,
+    Reply,
+    endpoint_url,
+    find_api_key,
+    finish_reason_from,
+    message_from,
+    request_params,
+    usage_from,
+)
 
 if TYPE_CHECKING:
     from ..records import Message, OutputSchema
@@ -18,6 +26,24 @@ API_VERSION = "2023-06-01"
 # The Messages API requires max_tokens; this is used when neither the LM nor the call sets it.
 DEFAULT_MAX_TOKENS = 4096
 NATIVE_PARAMS = frozenset({"tools", "tool_choice", "input_schema"})
+# Messages API request fields a call may set (not streaming: replies are read whole). The
+# system prompt comes from the system messages.
+PARAMS = frozenset(
+    {
+        "container",
+        "max_tokens",
+        "mcp_servers",
+        "metadata",
+        "service_tier",
+        "stop_sequences",
+        "temperature",
+        "thinking",
+        "tool_choice",
+        "tools",
+        "top_k",
+        "top_p",
+    }
+)
 # Cached prompt tokens are counted apart from input_tokens, but are prompt tokens all the same.
 PROMPT_TOKEN_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
@@ -30,9 +56,7 @@ def endpoint(api_key: str | None, api_base: str | None) -> Endpoint:
     headers = {"anthropic-version": API_VERSION}
     if key:
         headers["x-api-key"] = key
-    return Endpoint(
-        httpx.URL(f"{(api_base or DEFAULT_BASE).rstrip('/')}/v1/messages"), headers, key
-    )
+    return Endpoint(endpoint_url(api_base or DEFAULT_BASE, "/v1/messages"), headers, key)
 
 
 def build_body(
@@ -41,6 +65,7 @@ def build_body(
     params: Mapping[str, Any],
     schema: OutputSchema | None,
 ) -> dict[str, Any]:
+    params, extra = request_params("anthropic", PARAMS, params)
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     body: dict[str, Any] = {
         "model": model,
@@ -59,7 +84,7 @@ def build_body(
             }
         ]
         body["tool_choice"] = {"type": "tool", "name": schema.name}
-    return body
+    return body | extra
 
 
 def parse_reply(body: Any) -> Reply:
@@ -72,7 +97,7 @@ def parse_reply(body: Any) -> Reply:
     return Reply(
         text=text,
         usage=usage_from(body.get("usage"), PROMPT_TOKEN_KEYS, "output_tokens"),
-        finish_reason=body.get("stop_reason"),
+        finish_reason=finish_reason_from(body.get("stop_reason")),
         structured=bool(tool_inputs),
     )
 

@@ -1,8 +1,9 @@
 """What a provider module supplies, and the records it shares with the rest of the LM.
 
-A provider is a module satisfying `Provider`: it knows its endpoint, how to build a request
-body and how to read a response or an error body. It does no I/O and raises no typed errors;
-`exchange.py` sends requests and turns failures into typed errors.
+A provider is a module satisfying `Provider`: it knows its endpoint, the request parameters it
+takes, how to build a request body and how to read a response or an error body. It does no
+I/O; the only typed error it raises is ConfigurationError, for a key, URL or parameter that
+could never be sent. `exchange.py` sends requests and turns failures into typed errors.
 """
 
 from __future__ import annotations
@@ -15,13 +16,34 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from .. import _checks
 from ..errors import ConfigurationError
 from ..records import Usage
 
 if TYPE_CHECKING:
     from ..records import Message, OutputSchema
 
-__all__ = ["Endpoint", "ErrorBody", "Provider", "Reply", "find_api_key", "is_context_window"]
+__all__ = [
+    "EXTRA_BODY",
+    "Endpoint",
+    "ErrorBody",
+    "Provider",
+    "Reply",
+    "endpoint_url",
+    "find_api_key",
+    "finish_reason_from",
+    "is_context_window",
+    "request_params",
+    "usage_from",
+]
+
+# The parameter whose fields are merged into the request body as they are, for provider
+# fields dspy-async does not know (the openai SDK's name for the same thing).
+EXTRA_BODY = "extra_body"
+# Arguments of each call (`lm(prompt)`, `lm(messages=...)`), never parameters or defaults.
+CALL_ARGUMENTS = frozenset({"prompt", "messages", "output_schema"})
+# How an API key's invalid characters are named (the key itself never is).
+_KEY_CHARACTERS = {"\n": "a line break", "\r": "a carriage return", " ": "a space", "\t": "a tab"}
 
 # Messages providers and OpenAI-compatible servers use when the prompt does not fit.
 CONTEXT_WINDOW_MESSAGE = re.compile(
@@ -71,6 +93,9 @@ class Provider(Protocol):
     NATIVE_PARAMS: frozenset[str]
     """Request fields carrying a native structured-output schema, as error messages name them."""
 
+    PARAMS: frozenset[str]
+    """The request parameters an LM or a call may set (`extra_body` carries any others)."""
+
     def endpoint(self, api_key: str | None, api_base: str | None) -> Endpoint:
         """Resolve the endpoint; raise ConfigurationError saying what to set if it cannot."""
         ...
@@ -82,7 +107,8 @@ class Provider(Protocol):
         params: Mapping[str, Any],
         schema: OutputSchema | None,
     ) -> dict[str, Any]:
-        """The JSON request body; with `schema`, ask for it with the native parameter."""
+        """The JSON request body; with `schema`, ask for it with the native parameter.
+        ConfigurationError if `params` holds a name it does not take (see `request_params`)."""
         ...
 
     def parse_reply(self, body: Any) -> Reply:
@@ -96,14 +122,92 @@ class Provider(Protocol):
 
 
 def find_api_key(given: str | None, env_var: str, *, required: bool, provider: str) -> str | None:
-    """The API key passed, else the one in `env_var`; ConfigurationError if required and none."""
-    key = given or os.environ.get(env_var) or None
+    """The API key passed, else the one in `env_var`; ConfigurationError if required and none,
+    or if the key could not go in an HTTP header."""
+    if given:
+        return check_api_key(given, "api_key")
+    key = os.environ.get(env_var) or None
     if key is None and required:
         raise ConfigurationError(
             f"{provider} needs an API key: set {env_var} in the environment or pass "
             f"api_key=... to LM(...)"
         )
+    return check_api_key(key, f"the {env_var} environment variable")
+
+
+def check_api_key(key: object, source: str) -> str | None:
+    """`key` if it is one line of printable ASCII, which any key is: a stray newline (a key read
+    from a file) or a pasted non-ASCII character would otherwise fail every request, or split
+    a header. The message says where and what, never the key."""
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise ConfigurationError(f"{source} must be a str, not {type(key).__name__}")
+    for index, char in enumerate(key):
+        if not "!" <= char <= "~":
+            what = _KEY_CHARACTERS.get(char) or (
+                "a control character" if char.isascii() else "a non-ASCII character"
+            )
+            raise ConfigurationError(
+                f"{source} has {what} at character {index + 1}: an API key is one line of "
+                "printable ASCII (was it read from a file with its line break?)"
+            )
     return key
+
+
+def endpoint_url(base: object, path: str, *, source: str = "api_base") -> httpx.URL:
+    """The URL of `path` under `base`, an http(s) URL without credentials in it.
+
+    A key in the URL (`https://user:key@host`) would be sent in the clear to every proxy log
+    and quoted in errors; it goes in `api_key`, which is sent as a header and redacted.
+    """
+    if not isinstance(base, str):
+        raise ConfigurationError(f"{source} must be a URL string, not {type(base).__name__}")
+    try:
+        url = httpx.URL(f"{base.rstrip('/')}{path}")
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ConfigurationError(f"{source} {base!r} is not a valid URL: {exc}") from None
+    if url.userinfo:
+        raise ConfigurationError(
+            f"{source} must not carry credentials (user:password@ before the host): pass the "
+            "key as api_key=..., which is sent as a header and never shown"
+        )
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError(
+            f"{source} {base!r} must be an http:// or https:// URL with a host, "
+            "e.g. 'http://127.0.0.1:8080/v1'"
+        )
+    return url
+
+
+def request_params(
+    provider: str, known: frozenset[str], params: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check parameters against the ones `provider` takes, and split off `extra_body`.
+
+    A misspelling (`temprature`) is refused naming the closest known parameter, rather than
+    sent and ignored by the provider; values must be sendable as JSON (no NaN). Returns the
+    parameters without `extra_body`, and its fields, to merge into the body last.
+    """
+    misplaced = sorted(CALL_ARGUMENTS & params.keys())
+    if misplaced:
+        raise ConfigurationError(
+            f"{misplaced[0]} is an argument of each call (lm({misplaced[0]}=...)), "
+            "not a parameter or an LM default"
+        )
+    _checks.known_names(
+        f"{provider} parameter",
+        params,
+        known | {EXTRA_BODY},
+        hint=f" (a field dspy-async does not know can be sent as is in {EXTRA_BODY}={{...}})",
+    )
+    _checks.json_params(provider, params)
+    extra = params.get(EXTRA_BODY) or {}
+    if not isinstance(extra, Mapping) or not all(isinstance(key, str) for key in extra):
+        raise ConfigurationError(
+            f"{EXTRA_BODY} must be a dict of request body fields, not {_checks.shown(extra)}"
+        )
+    return {k: v for k, v in params.items() if k != EXTRA_BODY}, dict(extra)
 
 
 def is_context_window(error: ErrorBody) -> bool:
@@ -112,19 +216,35 @@ def is_context_window(error: ErrorBody) -> bool:
 
 
 def usage_from(counts: object, prompt_keys: tuple[str, ...], completion_key: str) -> Usage:
-    """Token usage from a response's usage object, zero where a count is missing.
+    """Token usage from a response's usage object, zero where a count is missing or null.
 
     The prompt count is the sum of `prompt_keys`: Anthropic reports cached prompt tokens apart
-    from `input_tokens`, and they are still prompt tokens.
+    from `input_tokens`, and they are still prompt tokens. A count that is not a whole number
+    >= 0 (negative, `true`, `1.5`, a string) raises ValueError: the body is not what the
+    provider sends, and a wrong count would corrupt every usage total it is added to.
     """
-    if not isinstance(counts, Mapping):
+    if counts is None:
         return Usage()
+    if not isinstance(counts, Mapping):
+        raise TypeError(f"usage is a {type(counts).__name__}, not an object")
 
     def count(key: str) -> int:
         value = counts.get(key)
-        return value if isinstance(value, int) else 0
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            got = repr(value) if isinstance(value, int | float) else f"a {type(value).__name__}"
+            raise ValueError(f"usage {key} is {got}, not a token count")
+        return value
 
     return Usage(sum(count(key) for key in prompt_keys), count(completion_key))
+
+
+def finish_reason_from(value: object) -> str | None:
+    """The finish reason of a reply, which is a string or null; TypeError for anything else."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"the finish reason is a {type(value).__name__}, not a string")
 
 
 def message_from(body: Any) -> str:

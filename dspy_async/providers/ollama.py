@@ -6,9 +6,17 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from .base import Endpoint, ErrorBody, Reply, message_from, usage_from
+from .base import (
+    Endpoint,
+    ErrorBody,
+    Reply,
+    check_api_key,
+    endpoint_url,
+    finish_reason_from,
+    message_from,
+    request_params,
+    usage_from,
+)
 
 if TYPE_CHECKING:
     from ..records import Message, OutputSchema
@@ -19,16 +27,51 @@ NATIVE_PARAMS = frozenset({"format"})
 TOP_LEVEL = frozenset({"keep_alive", "think", "tools"})
 # Common parameter names, spelled the way Ollama's options spell them.
 OPTION_NAMES = {"max_tokens": "num_predict"}
+# Model options (Ollama's `options` object, as its Modelfile PARAMETERs name them).
+OPTIONS = frozenset(
+    {
+        "frequency_penalty",
+        "low_vram",
+        "main_gpu",
+        "min_p",
+        "mirostat",
+        "mirostat_eta",
+        "mirostat_tau",
+        "num_batch",
+        "num_ctx",
+        "num_gpu",
+        "num_keep",
+        "num_predict",
+        "num_thread",
+        "numa",
+        "penalize_newline",
+        "presence_penalty",
+        "repeat_last_n",
+        "repeat_penalty",
+        "seed",
+        "stop",
+        "temperature",
+        "top_k",
+        "top_p",
+        "typical_p",
+        "use_mlock",
+        "use_mmap",
+    }
+)
+# Everything a call may set: top-level fields, options, and the common names mapped to them.
+PARAMS = TOP_LEVEL | OPTIONS | frozenset(OPTION_NAMES)
 
 
 def endpoint(api_key: str | None, api_base: str | None) -> Endpoint:
     """The host is `api_base`, else OLLAMA_HOST, else localhost:11434. No key is needed; one
     given is sent as a bearer token, for servers behind an authenticating proxy."""
+    source = "api_base" if api_base else "the OLLAMA_HOST environment variable"
     host = api_base or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
-    if "://" not in host:
+    if isinstance(host, str) and "://" not in host:
         host = f"http://{host}"
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    return Endpoint(httpx.URL(f"{host.rstrip('/')}/api/chat"), headers, api_key)
+    key = check_api_key(api_key or None, "api_key")
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return Endpoint(endpoint_url(host, "/api/chat", source=source), headers, key)
 
 
 def build_body(
@@ -37,6 +80,7 @@ def build_body(
     params: Mapping[str, Any],
     schema: OutputSchema | None,
 ) -> dict[str, Any]:
+    params, extra = request_params("ollama", PARAMS, params)
     body: dict[str, Any] = {"model": model, "messages": messages, "stream": False}
     options = {OPTION_NAMES.get(k, k): v for k, v in params.items() if k not in TOP_LEVEL}
     body.update((k, v) for k, v in params.items() if k in TOP_LEVEL)
@@ -44,7 +88,7 @@ def build_body(
         body["options"] = options
     if schema is not None:
         body["format"] = dict(schema.schema)
-    return body
+    return body | extra
 
 
 def parse_reply(body: Any) -> Reply:
@@ -54,7 +98,7 @@ def parse_reply(body: Any) -> Reply:
     return Reply(
         text=content,
         usage=usage_from(body, ("prompt_eval_count",), "eval_count"),
-        finish_reason=body.get("done_reason"),
+        finish_reason=finish_reason_from(body.get("done_reason")),
     )
 
 

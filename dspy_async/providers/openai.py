@@ -5,15 +5,58 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from .base import Endpoint, ErrorBody, Reply, find_api_key, message_from, usage_from
+from .base import (
+    Endpoint,
+    ErrorBody,
+    Reply,
+    endpoint_url,
+    find_api_key,
+    finish_reason_from,
+    message_from,
+    request_params,
+    usage_from,
+)
 
 if TYPE_CHECKING:
     from ..records import Message, OutputSchema
 
 DEFAULT_BASE = "https://api.openai.com/v1"
 NATIVE_PARAMS = frozenset({"response_format", "json_schema"})
+# Chat Completions request fields a call may set (not streaming: replies are read whole).
+# OpenAI-compatible servers take more (llama.cpp's top_k, vLLM's min_p): send those in
+# extra_body={...}.
+PARAMS = frozenset(
+    {
+        "audio",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "metadata",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+    }
+)
 
 
 def endpoint(api_key: str | None, api_base: str | None) -> Endpoint:
@@ -21,9 +64,7 @@ def endpoint(api_key: str | None, api_base: str | None) -> Endpoint:
     OpenAI-compatible servers usually run without one."""
     key = find_api_key(api_key, "OPENAI_API_KEY", required=api_base is None, provider="openai")
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    return Endpoint(
-        httpx.URL(f"{(api_base or DEFAULT_BASE).rstrip('/')}/chat/completions"), headers, key
-    )
+    return Endpoint(endpoint_url(api_base or DEFAULT_BASE, "/chat/completions"), headers, key)
 
 
 def build_body(
@@ -32,6 +73,7 @@ def build_body(
     params: Mapping[str, Any],
     schema: OutputSchema | None,
 ) -> dict[str, Any]:
+    params, extra = request_params("openai", PARAMS, params)
     body: dict[str, Any] = {"model": model, "messages": messages, **params}
     if schema is not None:
         body["response_format"] = {
@@ -42,7 +84,7 @@ def build_body(
                 "strict": schema.strict,
             },
         }
-    return body
+    return body | extra
 
 
 def parse_reply(body: Any) -> Reply:
@@ -55,7 +97,7 @@ def parse_reply(body: Any) -> Reply:
     return Reply(
         text=content,
         usage=usage_from(body.get("usage"), ("prompt_tokens",), "completion_tokens"),
-        finish_reason=choice.get("finish_reason"),
+        finish_reason=finish_reason_from(choice.get("finish_reason")),
     )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from ..adapters.reask import reask_messages
 from ..lm import BaseLM, LMResponse, Message, OutputSchema
 from ..records import Attempt, Usage
 
@@ -81,8 +82,26 @@ class DummyLM(BaseLM):
 
     def _fallback(self, messages: list[Message], number: int) -> DummyOutput:
         if self._respond is None:
+            # A script usually runs out because an output failed validation and the step
+            # re-asked: say why, or the test's failure points at the wrong thing.
+            reason = _reask_reason(messages)
+            because = f"; the last output was re-asked because:\n{reason}" if reason else ""
             raise LookupError(
-                f"DummyLM has no scripted output left for call #{number}; "
-                "add outputs or pass respond=callable"
+                f"DummyLM ran out of scripted outputs after {number - 1} (call #{number} has "
+                f"none){because}\nAdd outputs or pass respond=callable"
             )
         return self._respond(messages)
+
+
+# The re-ask turn around its error text, found by building one around a marker.
+_BEFORE, _AFTER = reask_messages("reply", "\0")[-1]["content"].split("\0")
+
+
+def _reask_reason(messages: list[Message]) -> str | None:
+    """The validation error quoted by the call's last turn, if it is a re-ask."""
+    last = messages[-1]["content"]
+    if len(messages) < 2 or messages[-2]["role"] != "assistant" or messages[-1]["role"] != "user":
+        return None
+    if last.startswith(_BEFORE) and last.endswith(_AFTER):
+        return last[len(_BEFORE) : len(last) - len(_AFTER)]
+    return None
