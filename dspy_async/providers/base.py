@@ -226,15 +226,16 @@ def usage_from(counts: object, prompt_keys: tuple[str, ...], completion_key: str
     if counts is None:
         return Usage()
     if not isinstance(counts, Mapping):
-        raise TypeError(f"usage is a {type(counts).__name__}, not an object")
+        raise TypeError(f"usage must be an object or null, not {type(counts).__name__}")
 
     def count(key: str) -> int:
         value = counts.get(key)
         if value is None:
             return 0
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            got = repr(value) if isinstance(value, int | float) else f"a {type(value).__name__}"
-            raise ValueError(f"usage {key} is {got}, not a token count")
+            # Numbers are quoted; anything else only by type (a string might echo anything).
+            got = repr(value) if isinstance(value, int | float) else type(value).__name__
+            raise ValueError(f"usage {key} must be a whole number >= 0, not {got}")
         return value
 
     return Usage(sum(count(key) for key in prompt_keys), count(completion_key))
@@ -244,7 +245,7 @@ def finish_reason_from(value: object) -> str | None:
     """The finish reason of a reply, which is a string or null; TypeError for anything else."""
     if value is None or isinstance(value, str):
         return value
-    raise TypeError(f"the finish reason is a {type(value).__name__}, not a string")
+    raise TypeError(f"the finish reason must be a string or null, not {type(value).__name__}")
 
 
 def message_from(body: Any) -> str:
