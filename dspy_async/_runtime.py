@@ -6,6 +6,12 @@ callers on other loops use `arun`, so every call shares one connection pool and 
 concurrency limits. The design follows anyio's blocking portal, plus what a library that lives
 inside other people's processes needs: fork safety, a clean interpreter exit, Ctrl-C handling,
 and a per-loop registry of resources (HTTP clients, semaphores) that die with their loop.
+
+Waits that could never end are refused with a typed error instead of hanging: a blocking call
+or `submit(...).result()` on the loop thread (`RuntimeReentryError`), and a call after the
+runtime shut down at interpreter exit, or a wait in a forked child for a future of the parent
+(`RuntimeClosedError`). The runtime is not restarted after exit: nothing would be left to close
+a new loop's sockets, and daemon threads cannot start a thread during finalization anyway.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar, cast
 
-from .errors import RuntimeReentryError
+from . import _forksafe
+from .errors import RuntimeClosedError, RuntimeReentryError
 
 __all__ = ["arun", "get_loop", "loop_resource", "on_runtime_loop", "run", "submit"]
 
@@ -38,6 +45,15 @@ CANCEL_GRACE = 5.0
 # How long interpreter exit waits for tasks to cancel and resources to close.
 SHUTDOWN_GRACE = 5.0
 
+REENTRY_MESSAGE = (
+    "a blocking dspy-async call was made on the runtime's own event loop, where it would "
+    "deadlock; await the async API (acall, abatch) instead"
+)
+CLOSED_MESSAGE = (
+    "the dspy-async runtime shut down at interpreter exit; a call made after that (from an "
+    "atexit handler registered before dspy_async was imported, or a daemon thread) cannot run"
+)
+
 
 class _Runtime:
     """A loop running forever in its own daemon thread, owned by the process that made it."""
@@ -47,6 +63,7 @@ class _Runtime:
         self.loop = asyncio.new_event_loop()
         self.loop.set_exception_handler(_log_loop_exception)
         self.resources: dict[Hashable, tuple[Any, Closer | None]] = {}
+        self.closed = False  # set once shutdown begins, never cleared
         started = threading.Event()
         self.thread = threading.Thread(
             target=self._serve, args=(started,), name=THREAD_NAME, daemon=True
@@ -66,6 +83,9 @@ class _Runtime:
         """Cancel what is left, close the registered resources on the loop, stop and join."""
         if self.loop.is_closed() or not self.thread.is_alive():
             return
+        # Set before the closing is queued, so a call whose start is queued behind it sees it
+        # and refuses (`_Call._start`) instead of starting work that no one would finish.
+        self.closed = True
         closing = asyncio.run_coroutine_threadsafe(self._close_everything(), self.loop)
         try:
             closing.result(SHUTDOWN_GRACE)
@@ -102,29 +122,43 @@ class _Call(Generic[T]):
     within the task itself: no done-callback round through the loop, and the waiting thread
     blocks on a bare lock, the cheapest handoff there is. `done` is released only once the
     coroutine has really unwound, which is what an interrupted caller waits for. `future`, made
-    only for `submit`/`arun`, mirrors the outcome, and cancelling it cancels the task.
+    given only by `submit`/`arun`, mirrors the outcome, and cancelling it cancels the task.
+
+    A failed call's traceback holds the frames of `_drive` and `outcome`, whose `self` is this
+    object: so the error is never left on it once handed over (to the future, or raised by
+    `outcome`), or error -> traceback -> frame -> self -> error would be a reference cycle that
+    keeps everything the call touched alive until a full garbage collection.
     """
 
-    __slots__ = ("done", "error", "future", "loop", "result", "task")
+    __slots__ = ("done", "error", "future", "loop", "result", "runtime", "task")
 
     def __init__(
-        self, runtime: _Runtime, coro: Coroutine[Any, Any, T], *, with_future: bool = False
+        self, runtime: _Runtime, coro: Coroutine[Any, Any, T], future: _Future[T] | None = None
     ) -> None:
+        self.runtime = runtime
         self.loop = runtime.loop
         self.done = threading.Lock()
         self.done.acquire()
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
-        self.future: concurrent.futures.Future[T] | None = None
-        if with_future:
-            self.future = concurrent.futures.Future()
-            self.future.add_done_callback(self._on_future_done)
-        self.loop.call_soon_threadsafe(self._start, coro, contextvars.copy_context())
+        self.future = future
+        if future is not None:
+            future.add_done_callback(self._on_future_done)
+        try:
+            self.loop.call_soon_threadsafe(self._start, coro, contextvars.copy_context())
+        except RuntimeError:  # the loop closed after `_runtime()` checked: exit finished since
+            coro.close()
+            raise RuntimeClosedError(CLOSED_MESSAGE) from None
 
     def _start(self, coro: Coroutine[Any, Any, T], context: contextvars.Context) -> None:
-        if self.future is not None and self.future.cancelled():
+        if self.runtime.closed:
+            # Queued behind the shutdown, which cancels only the tasks it saw when it began.
+            self.error = RuntimeClosedError(CLOSED_MESSAGE)
+        elif self.future is not None and self.future.cancelled():
+            self.error = asyncio.CancelledError()
+        if self.error is not None:
             coro.close()
-            self.done.release()
+            self._finish()
             return
         if _EAGER_TASKS:  # Python 3.12+: the first step runs now, not one loop turn later
             self.task = asyncio.Task(  # type: ignore[call-arg, unused-ignore]
@@ -137,11 +171,19 @@ class _Call(Generic[T]):
         try:
             self.result = await coro
         except BaseException as error:  # handed to the caller, re-raised there
+            if isinstance(error, asyncio.CancelledError) and self.runtime.closed:
+                error = RuntimeClosedError("the dspy-async runtime shut down during this call")
             self.error = error
         finally:
-            if self.future is not None:
-                self._settle_future(self.future)
-            self.done.release()
+            self._finish()
+
+    def _finish(self) -> None:
+        """Hand the outcome to the future, if any (which then owns it), and wake the waiter."""
+        future, self.future = self.future, None
+        if future is not None:
+            self._settle_future(future)
+            self.error = None  # see the class docstring: the future holds it now
+        self.done.release()
 
     def _settle_future(self, future: concurrent.futures.Future[T]) -> None:
         try:
@@ -165,9 +207,14 @@ class _Call(Generic[T]):
             self.task.cancel()
 
     def outcome(self) -> T:
-        if self.error is not None:
-            raise self.error
-        return self.result
+        """The result, or raise the error (once: it is not kept, see the class docstring)."""
+        error, self.error = self.error, None
+        if error is None:
+            return self.result
+        try:
+            raise error
+        finally:
+            del error  # this frame joins the error's traceback; its own reference would loop
 
     def cancel_and_wait(self, grace: float) -> None:
         if not self.loop.is_closed():
@@ -176,7 +223,44 @@ class _Call(Generic[T]):
             logger.warning("a cancelled dspy-async call did not unwind within %.1f s", grace)
 
 
-_lock = threading.Lock()
+class _Future(concurrent.futures.Future[T]):
+    """The future `submit` returns: it refuses the waits that could never end.
+
+    On the runtime's loop thread, waiting for an unfinished call blocks the very loop that
+    has to finish it, freezing every call (an event callback calling `.result()` would); in a
+    forked child, the loop that would finish it stayed in the parent, and so may the lock of
+    the future's condition. `concurrent.futures.wait()` and `as_completed()` do not go through
+    these methods, so they are not caught.
+    """
+
+    def __init__(self, runtime: _Runtime) -> None:
+        super().__init__()
+        self._runtime = runtime
+
+    def _check_wait(self) -> None:
+        runtime = self._runtime
+        if runtime.pid != os.getpid():  # checked first: `done()` takes the inherited lock
+            raise RuntimeClosedError(
+                f"this call was submitted in process {runtime.pid} before it forked; only "
+                "that process can wait for it"
+            )
+        if runtime.on_loop_thread() and not self.done():
+            raise RuntimeReentryError(REENTRY_MESSAGE)
+
+    def result(self, timeout: float | None = None) -> T:
+        self._check_wait()
+        try:
+            return super().result(timeout)
+        finally:
+            del self  # as concurrent.futures does: this frame is in the error's traceback
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._check_wait()
+        return super().exception(timeout)
+
+
+# Taken only to make the runtime; a parent thread may hold it at fork, so it is fork-safe.
+_lock = _forksafe.lock()
 _current: _Runtime | None = None
 # Runtimes inherited through fork: their thread does not exist in the child, so they can be
 # neither used nor closed. They are kept referenced so their sockets are never finalized here.
@@ -186,22 +270,22 @@ _inherited: list[_Runtime] = []
 def _runtime() -> _Runtime:
     global _current
     runtime = _current
-    if runtime is not None and runtime.pid == os.getpid():
-        return runtime
-    with _lock:
-        if _current is not None and _current.pid != os.getpid():
-            _inherited.append(_current)
-            _current = None
-        if _current is None:
-            _current = _Runtime()
-        return _current
+    if runtime is None or runtime.pid != os.getpid():
+        with _lock:
+            if _current is not None and _current.pid != os.getpid():
+                _inherited.append(_current)
+                _current = None
+            if _current is None:
+                _current = _Runtime()
+            runtime = _current
+    if runtime.closed:
+        raise RuntimeClosedError(CLOSED_MESSAGE)
+    return runtime
 
 
 def _after_fork_in_child() -> None:
-    # The parent's loop thread does not exist here. The lock may have been held by another
-    # parent thread at the moment of fork, so it is replaced rather than trusted.
-    global _current, _lock
-    _lock = threading.Lock()
+    # The parent's loop thread does not exist here: the child starts its own on first use.
+    global _current
     if _current is not None:
         _inherited.append(_current)
         _current = None
@@ -242,10 +326,15 @@ def on_runtime_loop() -> bool:
 
 
 def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-    """Start `coro` on the runtime loop; cancelling the returned future cancels the task."""
+    """Start `coro` on the runtime loop; cancelling the returned future cancels the task.
+
+    The future's `result()` and `exception()` raise `RuntimeReentryError` on the loop thread
+    while the call is unfinished, instead of blocking the loop that would finish it.
+    """
     _check_coroutine(coro)
-    future = _Call(_runtime(), coro, with_future=True).future
-    assert future is not None
+    runtime = _runtime()
+    future: _Future[T] = _Future(runtime)
+    _Call(runtime, coro, future)
     return future
 
 
@@ -260,10 +349,7 @@ def run(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
     runtime = _runtime()
     if runtime.on_loop_thread():
         coro.close()
-        raise RuntimeReentryError(
-            "a blocking dspy-async call was made on the runtime's own event loop, where it "
-            "would deadlock; await the async API (acall, abatch) instead"
-        )
+        raise RuntimeReentryError(REENTRY_MESSAGE)
     call = _Call(runtime, coro)
     try:
         finished = call.done.acquire(timeout=-1 if timeout is None else timeout)

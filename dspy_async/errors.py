@@ -4,6 +4,7 @@
     ├── ConfigurationError            no LM configured, unknown provider, missing API key, ...
     ├── SignatureError                bad signature or bad inputs, raised before any network call
     ├── RuntimeReentryError           a blocking call made from the runtime's own loop thread
+    ├── RuntimeClosedError            a call after the runtime shut down at interpreter exit
     ├── LMError                       a provider call failed (carries .attempts)
     │   ├── RateLimitError            429 (carries .retry_after)
     │   ├── ProviderServerError       5xx, 408, 409, 529
@@ -41,6 +42,7 @@ __all__ = [
     "ProviderServerError",
     "ProviderTimeoutError",
     "RateLimitError",
+    "RuntimeClosedError",
     "RuntimeReentryError",
     "SignatureError",
     "UnsupportedParameterError",
@@ -61,6 +63,12 @@ class SignatureError(DSPyAsyncError, ValueError):
 
 class RuntimeReentryError(DSPyAsyncError, RuntimeError):
     """A blocking call was made from the runtime's loop thread, where it would deadlock."""
+
+
+class RuntimeClosedError(DSPyAsyncError, RuntimeError):
+    """The runtime that would run the call is gone: it shut down at interpreter exit (so an
+    atexit handler registered before dspy_async was imported cannot call), or, for a future
+    inherited through fork, it stayed in the parent process."""
 
 
 class LMError(DSPyAsyncError):

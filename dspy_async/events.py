@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from . import _forksafe
 from .errors import LMError
 from .records import Attempt, Usage
 
@@ -88,7 +88,8 @@ class FailureEvent:
 LMEvent: TypeAlias = RequestEvent | RetryEvent | ResponseEvent | FailureEvent
 Subscriber = Callable[[LMEvent], object]
 
-_lock = threading.Lock()
+# Serialises subscribe/unsubscribe; `emit` reads the tuple without it (copy-on-write).
+_lock = _forksafe.lock()
 _subscribers: tuple[Subscriber, ...] = ()
 _call_ids = itertools.count(1)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import functools
 import logging
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from . import _checks, _http, _runtime, events
+from . import _checks, _forksafe, _http, _runtime, events
 from .errors import ConfigurationError, LMError
 from .pipeline import Call, compose
 from .pipeline.send import Send
@@ -63,7 +62,8 @@ class BaseLM(abc.ABC):
         self.provider = provider
         self.supports_native_structured = True
         self._usage = Usage()
-        self._lock = threading.Lock()  # guards this LM's mutable state; subclasses share it
+        # Guards this LM's mutable state (subclasses share it); unlocked in a forked child.
+        self._lock = _forksafe.lock()
 
     def __getstate__(self) -> dict[str, Any]:
         # Copies (pickle, deepcopy) get a fresh lock and keep the usage counted so far.
@@ -73,7 +73,7 @@ class BaseLM(abc.ABC):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._lock = _forksafe.lock()
 
     @property
     def usage(self) -> Usage:

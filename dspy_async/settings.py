@@ -9,13 +9,12 @@ other thread ever sees them.
 from __future__ import annotations
 
 import contextvars
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from . import _checks
+from . import _checks, _forksafe
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ class Settings:
 
     def __init__(self) -> None:
         object.__setattr__(self, "_globals", _Values())
-        object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_lock", _forksafe.lock())
 
     def __getattr__(self, name: str) -> Any:
         if name not in _NAMES:

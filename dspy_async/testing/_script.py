@@ -6,11 +6,12 @@ simulator's loop thread (which consumes and records), so one lock guards it all.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
+
+from .. import _forksafe
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultKind", "RecordedRequest", "Script", "ScriptedAnswer"]
 
@@ -101,8 +102,8 @@ class Script:
     """Thread-safe store of answers, faults, attempt counters and request records."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
+        self._lock = _forksafe.lock()
+        self._changed = _forksafe.condition(self._lock)
         self._answers: list[ScriptedAnswer] = []
         self._faults: list[Fault] = []
         self._records: list[RecordedRequest] = []
