@@ -11,9 +11,11 @@ Layout, following a call from the caller down:
     errors.py, records.py      the exception hierarchy; usage and attempt records
     settings.py                configure() and context()
     testing/                   ProviderSimulator, DummyLM, pytest plugin
+    integrations/              dspy_lm(): DSPy's own programs on this runtime, DSPy imported on use
 """
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from . import events
 from .errors import (
@@ -44,10 +46,25 @@ from .retry import RetryPolicy
 from .settings import StructuredOutputSettings, configure, context, settings
 from .signatures import InputField, OutputField, Signature, make_signature
 
+if TYPE_CHECKING:
+    from .integrations.dspy import DSPyAsyncLM
+
 __version__ = "0.1.0"
 
 # A library logs, the application decides where that goes (retries are logged at WARNING).
 logging.getLogger("dspy_async").addHandler(logging.NullHandler())
+
+
+def dspy_lm(lm: BaseLM | str, /, **options: Any) -> "DSPyAsyncLM":
+    """A `dspy.LM` that runs a DSPy program's calls on this runtime (needs the `dspy` extra).
+
+    See `dspy_async.integrations.dspy.dspy_lm`; DSPy is imported on the first call, never by
+    `import dspy_async`.
+    """
+    from .integrations.dspy import dspy_lm as build
+
+    return build(lm, **options)
+
 
 __all__ = [
     "LM",
@@ -85,6 +102,7 @@ __all__ = [
     "__version__",
     "configure",
     "context",
+    "dspy_lm",
     "events",
     "make_signature",
     "settings",
