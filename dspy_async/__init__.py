@@ -14,7 +14,7 @@ Layout, following a call from the caller down:
     integrations/              dspy_lm(): DSPy's own programs on this runtime, DSPy imported on use
 """
 
-import logging
+import logging as _logging
 from typing import TYPE_CHECKING, Any
 
 from . import events
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 # A library logs, the application decides where that goes (retries are logged at WARNING).
-logging.getLogger("dspy_async").addHandler(logging.NullHandler())
+_logging.getLogger("dspy_async").addHandler(_logging.NullHandler())
 
 
 def dspy_lm(lm: BaseLM | str, /, **options: Any) -> "DSPyAsyncLM":

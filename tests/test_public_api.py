@@ -17,6 +17,19 @@ def test_all_lists_every_public_name_and_only_those() -> None:
     assert all(hasattr(dspy, name) for name in dspy.__all__)
 
 
+def test_the_only_public_modules_on_the_package_are_its_own() -> None:
+    # `import logging` in __init__ once made `dspy_async.logging` look like part of the API.
+    foreign = {
+        name
+        for name, value in vars(dspy).items()
+        if isinstance(value, types.ModuleType)
+        and name.isidentifier()  # not pytest's assertion-rewriting helpers
+        and not name.startswith("_")
+        and not value.__name__.startswith("dspy_async.")
+    }
+    assert foreign == set()
+
+
 def test_every_error_is_defined_in_errors_and_derives_from_the_base() -> None:
     classes = [value for value in vars(errors).values() if inspect.isclass(value)]
     library_errors = [c for c in classes if issubclass(c, BaseException)]
