@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from . import _runtime
+from . import _decoding, _runtime
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -96,17 +96,23 @@ async def open_response(sender: Sender, request: httpx.Request) -> AsyncIterator
 
 
 async def read_body(response: httpx.Response, max_bytes: int) -> bytes:
-    """Read a streamed response body, refusing one longer than `max_bytes`."""
+    """Read a streamed response body and undo its Content-Encoding, refusing one longer than
+    `max_bytes` on the wire or at any stage of decoding (see _decoding.py).
+
+    The raw stream is read, so this is the one decoder that runs: aiohttp's is off in the
+    transport, and httpx's (`aiter_bytes`) would inflate each chunk with no bound.
+    Raises ResponseTooLarge, or a `_decoding.DecodingError` for a body it cannot decode.
+    """
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise ResponseTooLarge(
             f"response body of {declared} bytes is over the {max_bytes} byte limit"
         )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ResponseTooLarge(f"response body is over the {max_bytes} byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    encodings = response.headers.get_list("content-encoding", split_commas=True)
+    try:
+        decoder = _decoding.BodyDecoder(encodings, max_bytes)
+        async for chunk in response.aiter_raw():
+            decoder.feed(chunk)
+        return decoder.finish()
+    except _decoding.DecodedTooLarge as exc:
+        raise ResponseTooLarge(str(exc)) from None

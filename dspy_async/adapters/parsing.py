@@ -1,19 +1,29 @@
-"""Reading a reply: find its JSON object, then validate it against the signature's outputs."""
+"""Reading a reply: find its JSON object, then validate it against the signature's outputs.
+
+Replies are untrusted and may be megabytes long, so finding the object is linear in the reply
+(one scan for candidate objects, each parsed once: see `_json.object_spans`), nesting is
+bounded, and `aparse_output` parses a long reply on a worker thread instead of the loop.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
 
+from .. import _json
 from ..signatures import Signature, field_values, format_validation_error
 
-__all__ = ["InvalidOutput", "extract_json", "parse_output"]
+__all__ = ["InvalidOutput", "aparse_output", "extract_json", "parse_output"]
 
+# Candidates tried before giving up: a reply with this many broken objects before a good one
+# is re-asked anyway, and each failed parse costs an exception.
+MAX_CANDIDATES = 100
 _FENCED = re.compile(r"```[ \t]*(?:json)?[ \t]*\n?(.*?)```", re.DOTALL | re.IGNORECASE)
-_DECODER = json.JSONDecoder()
 
 
 class InvalidOutput(Exception):
@@ -22,29 +32,37 @@ class InvalidOutput(Exception):
 
 def extract_json(text: str) -> dict[str, Any]:
     """The first JSON object in `text`: the whole reply, a fenced block, or embedded in prose."""
-    stripped = text.strip()
-    candidates = [stripped, *(block.strip() for block in _FENCED.findall(text))]
-    for candidate in candidates:
+    spans = _json.object_spans(text)
+    first = next(spans, None)
+    fenced = (block.strip() for block in _FENCED.findall(text))
+    candidates: Iterable[str | _json.Span]
+    if first is not None and first.closed and first.end - first.start == len(text.strip()):
+        candidates = itertools.chain([first], fenced, spans)  # the reply is one object
+    else:
+        candidates = itertools.chain(fenced, [first] if first else [], spans)
+    # Fenced blocks do not overlap, nor do spans, and each is parsed once: linear in the reply.
+    first_error: str | None = None
+    for candidate in itertools.islice(candidates, MAX_CANDIDATES):
         try:
-            value = json.loads(candidate)
-        except ValueError:
+            value = _parse(text, candidate)
+        except ValueError as exc:
+            first_error = first_error or str(exc)
             continue
         if isinstance(value, dict):
             return value
-    first_error: str | None = None
-    start = text.find("{")
-    while start != -1:
-        try:
-            value, _ = _DECODER.raw_decode(text, start)
-        except ValueError as exc:
-            first_error = first_error or str(exc)
-        else:
-            if isinstance(value, dict):
-                return value
-        start = text.find("{", start + 1)
     if first_error is not None:
         raise InvalidOutput(f"the reply is not valid JSON: {first_error}")
     raise InvalidOutput("the reply contains no JSON object")
+
+
+def _parse(text: str, candidate: str | _json.Span) -> Any:
+    if isinstance(candidate, str):
+        return _json.loads(candidate)
+    refused = candidate.refusal()
+    if refused is not None:
+        raise _json.JSONError(f"the object at character {candidate.start}: {refused}")
+    # The scan measured this span, so the standard parser is safe on it.
+    return json.loads(text[candidate.start : candidate.end], parse_constant=_json.refuse_constant)
 
 
 def parse_output(signature: type[Signature], text: str) -> dict[str, Any]:
@@ -55,3 +73,8 @@ def parse_output(signature: type[Signature], text: str) -> dict[str, Any]:
     except ValidationError as exc:
         raise InvalidOutput(format_validation_error(exc)) from None
     return field_values(validated)
+
+
+async def aparse_output(signature: type[Signature], text: str) -> dict[str, Any]:
+    """`parse_output`, on a worker thread for a long reply so the loop's other calls go on."""
+    return await _json.run_bounded(len(text), parse_output, signature, text)

@@ -18,7 +18,7 @@ from ..records import Attempt, Usage
 from ..signatures import Signature
 from .messages import build_messages
 from .native import native_output_schema
-from .parsing import InvalidOutput, parse_output
+from .parsing import InvalidOutput, aparse_output
 from .reask import reask_messages
 
 __all__ = ["StructuredResult", "generate_structured"]
@@ -65,7 +65,7 @@ async def generate_structured(
             base = build_messages(signature, inputs, json_format=True)
             continue
         try:
-            values = parse_output(signature, response.text)
+            values = await aparse_output(signature, response.text)
         except InvalidOutput as exc:
             error = str(exc)
             log.add(response.attempts, usage=response.usage, invalid=error)

@@ -1,22 +1,28 @@
 """One attempt: send a request and read the reply, or say exactly how it failed.
 
 This is the one place where transport failures (httpx's, and aiohttp's under the
-httpx-aiohttp transport) and providers' error bodies become typed errors, each wrapped in an
-`AttemptFailed` saying whether it may be retried and how long the server asked us to wait.
+httpx-aiohttp transport), undecodable bodies and providers' error bodies become typed errors,
+each wrapped in an `AttemptFailed` saying whether it may be retried and how long the server
+asked us to wait.
+
+Nothing that holds the request crosses this boundary: transport exceptions carry it (aiohttp's
+`request_info` has every header, the API key's included), so they are described in the
+message and dropped, never chained. Every message is scrubbed of the key, and every quote of
+provider text is scrubbed and shortened, because a hostile or broken server can echo the key
+anywhere: in a body, a refusal, a status line or a header.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 import httpx
 
-from .. import _http
+from .. import _decoding, _http, _json
 from ..errors import (
     AuthenticationError,
     BadRequestError,
@@ -29,13 +35,46 @@ from ..errors import (
     RateLimitError,
     UnsupportedParameterError,
 )
+from ..ratelimit.headers import select as rate_limit_headers
+from ..records import Usage
 from ..retry import RETRYABLE_STATUSES, AttemptFailed, server_wait, should_retry
 from .base import Endpoint, ErrorBody, Provider, Reply, is_context_window
 
-__all__ = ["Request", "exchange"]
+__all__ = ["Request", "TransportFailure", "exchange", "scrub"]
 
-# The longest provider message quoted in an error; bodies can be whole HTML pages.
+# The longest provider text quoted in an error; bodies can be whole HTML pages.
 MAX_QUOTED = 1000
+# How much of an error message is searched to classify it (context window, native params).
+MAX_CLASSIFIED = 16 * 1024
+# A piece of the API key this long is redacted wherever it appears (a truncated echo).
+KEY_PIECE = 8
+REDACTED = "[redacted]"
+
+# Where each provider serves chat, for the message of a 404 (a wrong api_base, mostly).
+_NOT_FOUND_HINTS = {
+    "openai": (
+        "/v1/",
+        "OpenAI-compatible servers usually serve /v1/chat/completions; "
+        "did you forget /v1 in api_base?",
+        "check api_base and the model name",
+    ),
+    "anthropic": (
+        "/v1/messages",
+        "Anthropic serves /v1/messages; api_base is the host URL, without /v1",
+        "api_base is the host URL, without /v1; check it and the model name",
+    ),
+    "ollama": (
+        "/api/chat",
+        "Ollama serves /api/chat at the host URL",
+        "api_base is the host URL (for Ollama's /v1 API use openai/<model>); "
+        "check it and the model name",
+    ),
+}
+
+
+class TransportFailure(Exception):
+    """The `__cause__` of a transport error: the transport's exceptions, described (types and
+    scrubbed messages), in place of the exceptions themselves, which hold the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,69 +93,90 @@ async def exchange(
     sender: _http.Sender, request: Request, *, timeout: float, max_bytes: int
 ) -> Reply:
     """Send `request` once, within `timeout` seconds; return the reply or raise AttemptFailed."""
-    name = request.provider_name
-    reading = False
+    headers = {**request.endpoint.headers, "accept-encoding": _decoding.ACCEPT_ENCODING}
+    outgoing = httpx.Request("POST", request.endpoint.url, json=request.body, headers=headers)
+    status: int | None = None
+    received = httpx.Headers()
+    failure: AttemptFailed | None = None
+    cause: TransportFailure | None = None
     # The one deadline is the asyncio timeout around the whole attempt (connect, send and
     # read); per-phase transport timers on top would only add work at scale.
-    outgoing = httpx.Request(
-        "POST", request.endpoint.url, json=request.body, headers=request.endpoint.headers
-    )
     try:
         async with asyncio.timeout(timeout), _http.open_response(sender, outgoing) as response:
-            reading = True
+            status, received = response.status_code, response.headers
             content = await _http.read_body(response, max_bytes)
-    except _http.ResponseTooLarge as exc:
-        too_large = ProviderResponseError(
-            f"{name}: {exc}", provider=name, status_code=response.status_code
+    except (_http.ResponseTooLarge, _decoding.DecodingError) as exc:
+        retryable = isinstance(exc, _decoding.CorruptBody)
+        failure = AttemptFailed(
+            _error(ProviderResponseError, request, f"{request.provider_name}: {exc}", status),
+            retryable=retryable,
         )
-        raise AttemptFailed(too_large, retryable=False) from None
     except (httpx.RequestError, aiohttp.ClientError, TimeoutError) as exc:
-        status = response.status_code if reading else None
-        error = _transport_error(name, exc, status=status, timeout=timeout)
-        retryable = not isinstance(exc, httpx.UnsupportedProtocol)
-        raise AttemptFailed(error, retryable=retryable) from exc
-    if response.status_code == 200:
-        return _reply(request, content, response.headers)
-    raise _status_failure(request, response.status_code, response.headers, content)
+        error = _transport_error(request, exc, status=status, timeout=timeout)
+        failure = AttemptFailed(error, retryable=not isinstance(exc, httpx.UnsupportedProtocol))
+        cause = TransportFailure(_quote(request, _describe(exc)))
+    if failure is not None:
+        # Raised here, outside the handler, so that it has no __context__ either.
+        raise failure from cause
+    if status == 200:
+        reply = await _reply(request, content, received)
+        return replace(reply, headers=rate_limit_headers(received))
+    assert status is not None
+    raise await _status_failure(request, status, received, content)
+
+
+def _describe(exc: BaseException) -> str:
+    """`exc` and the exceptions that caused it, as `module.Type: message` lines."""
+    lines: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(lines) < 4:
+        kind = type(seen)
+        lines.append(f"{kind.__module__}.{kind.__qualname__}: {seen}".rstrip(": "))
+        seen = seen.__cause__
+    return "\n  caused by ".join(lines)
 
 
 def _transport_error(
-    name: str, exc: BaseException, *, status: int | None, timeout: float
+    request: Request, exc: BaseException, *, status: int | None, timeout: float
 ) -> LMError:
     """The error for a failed exchange; `status` is set if the body was being read."""
     # httpx-aiohttp maps every aiohttp connection error to httpx.ConnectTimeout, so the
     # original aiohttp error, when there is one, is what tells a timeout from a drop.
     cause = exc.__cause__ if isinstance(exc.__cause__, aiohttp.ClientError) else exc
+    name = request.provider_name
     if isinstance(cause, TimeoutError | httpx.TimeoutException):
         message = f"{name} did not answer within {timeout:.3g} s"
-        return ProviderTimeoutError(message, provider=name, status_code=status)
-    detail = f"{type(cause).__name__}: {cause}".rstrip(": ")
+        return _error(ProviderTimeoutError, request, message, status)
+    detail = _quote(request, f"{type(cause).__name__}: {cause}".rstrip(": "))
+    if isinstance(cause, aiohttp.ClientResponseError):
+        # aiohttp's parser refused the status line or a header: the server answered, badly.
+        message = f"{name} sent a response that could not be read ({detail})"
+        return _error(ProviderResponseError, request, message, status)
     if status is not None:
         message = f"{name}: response body was cut off ({detail})"
-        return ProviderResponseError(message, provider=name, status_code=status)
-    return ProviderConnectionError(f"{name}: connection failed ({detail})", provider=name)
+        return _error(ProviderResponseError, request, message, status)
+    return _error(ProviderConnectionError, request, f"{name}: connection failed ({detail})", None)
 
 
-def _reply(request: Request, content: bytes, headers: httpx.Headers) -> Reply:
+async def _reply(request: Request, content: bytes, headers: httpx.Headers) -> Reply:
     name = request.provider_name
     try:
-        body = json.loads(content)
-    except ValueError:
-        error = ProviderResponseError(
-            f"{name} answered 200 with a body that is not JSON: {_quote(request, content)}",
-            provider=name,
-            status_code=200,
+        body = await _json.run_bounded(len(content), _json.loads, content)
+    except ValueError as exc:
+        message = (
+            f"{name} answered 200 with a body that is not JSON ({exc}): {_quote(request, content)}"
         )
+        error = _error(ProviderResponseError, request, message, 200)
         raise AttemptFailed(error, retryable=should_retry(headers, default=True)) from None
     try:
         reply = request.provider.parse_reply(body)
     except (LookupError, TypeError, ValueError, AttributeError) as exc:
-        error = ProviderResponseError(
-            f"{name} answered 200 with an unexpected body ({type(exc).__name__}: {exc})",
-            provider=name,
-            status_code=200,
-        )
-        raise AttemptFailed(error, retryable=should_retry(headers, default=False)) from None
+        # The exception's text can quote the body (a refusal, say): quoted like any body.
+        detail = _quote(request, f"{type(exc).__name__}: {exc}")
+        message = f"{name} answered 200 with an unexpected body ({detail})"
+        error = _error(ProviderResponseError, request, message, 200)
+        retryable = should_retry(headers, default=False)
+        raise AttemptFailed(error, retryable=retryable, usage=_billed(request, body)) from None
     if request.structured and reply.structured is False:
         # Servers that accept but ignore a forced tool (llama.cpp's Anthropic endpoint with a
         # model whose template has no tools) answer in prose: ask through the prompt instead.
@@ -125,29 +185,57 @@ def _reply(request: Request, content: bytes, headers: httpx.Headers) -> Reply:
             provider=name,
             status_code=200,
         )
-        raise AttemptFailed(ignored, retryable=False)
+        raise AttemptFailed(ignored, retryable=False, usage=reply.usage)
     return reply
 
 
-def _status_failure(
+def _billed(request: Request, body: Any) -> Usage:
+    """The tokens an unusable 200 reports, if it reports any readably: they were billed."""
+    try:
+        return request.provider.parse_usage(body)
+    except (LookupError, TypeError, ValueError, AttributeError):
+        return Usage()
+
+
+def _error_body(provider: Provider, content: bytes) -> ErrorBody:
+    """The provider's reading of an error body, JSON or not; run off the loop when large."""
+    try:
+        body: Any = _json.loads(content)
+    except ValueError:
+        body = content[: 4 * MAX_QUOTED].decode("utf-8", errors="replace")
+    info = provider.parse_error(body)
+    return ErrorBody(info.message[:MAX_CLASSIFIED], info.code)
+
+
+async def _status_failure(
     request: Request, status: int, headers: httpx.Headers, content: bytes
 ) -> AttemptFailed:
     name = request.provider_name
-    try:
-        body: Any = json.loads(content)
-    except ValueError:
-        body = content.decode("utf-8", errors="replace")
-    info = request.provider.parse_error(body)
-    message = f"{name} returned HTTP {status}: {_quote(request, info.message)}"
+    info = await _json.run_bounded(len(content), _error_body, request.provider, content)
+    quoted = _quote(request, info.message) if info.message.strip() else "(empty body)"
+    message = f"{name} returned HTTP {status}: {quoted}"
+    if status == 404:
+        message += f" ({_not_found_hint(request)})"
     wait = server_wait(headers)
     error_class = _error_class(request, status, info)
-    error: LMError
-    if error_class is RateLimitError:
-        error = RateLimitError(message, retry_after=wait, provider=name, status_code=status)
-    else:
-        error = error_class(message, provider=name, status_code=status)
+    extra = {"retry_after": wait} if error_class is RateLimitError else {}
+    error = _error(error_class, request, message, status, **extra)
     retryable = should_retry(headers, default=status in RETRYABLE_STATUSES)
-    return AttemptFailed(error, retryable=retryable, server_wait=wait)
+    return AttemptFailed(
+        error, retryable=retryable, server_wait=wait, headers=rate_limit_headers(headers)
+    )
+
+
+def _not_found_hint(request: Request) -> str:
+    """Which URL was called (without credentials or query) and what the provider serves."""
+    url = request.endpoint.url
+    shown = url.copy_with(username=None, password=None, query=None, fragment=None)
+    called = f"POST {shown} was not found"
+    hint = _NOT_FOUND_HINTS.get(request.provider_name)
+    if hint is None:
+        return f"{called}; check api_base"
+    marker, missing, present = hint
+    return f"{called}; {present if marker in url.path else missing}"
 
 
 def _error_class(request: Request, status: int, info: ErrorBody) -> type[LMError]:
@@ -172,11 +260,43 @@ def _error_class(request: Request, status: int, info: ErrorBody) -> type[LMError
     return ProviderResponseError
 
 
+def _error(
+    cls: type[LMError], request: Request, message: str, status: int | None, **extra: Any
+) -> LMError:
+    """A typed error whose message is scrubbed of the API key, whatever it quotes."""
+    message = scrub(request.endpoint.secret, message)
+    return cls(message, provider=request.provider_name, status_code=status, **extra)
+
+
 def _quote(request: Request, text: str | bytes) -> str:
     """Provider text fit to quote in an error: shortened, and scrubbed of the API key."""
     if isinstance(text, bytes):
         text = text[: 4 * MAX_QUOTED].decode("utf-8", errors="replace")
-    secret = request.endpoint.secret
-    if secret:
-        text = text.replace(secret, "[redacted]")
+    # Scrubbed before shortening, so that the cut cannot leave a piece of the key too short
+    # to recognise; the cut then lands after it.
+    text = scrub(request.endpoint.secret, text[: 4 * MAX_QUOTED])
     return text if len(text) <= MAX_QUOTED else f"{text[:MAX_QUOTED]}..."
+
+
+def scrub(secret: str | None, text: str) -> str:
+    """`text` with `secret` redacted, and with it any piece of the secret KEY_PIECE or more
+    characters long (a server echoing the key may cut it, or a message may truncate it)."""
+    if not secret:
+        return text
+    if len(secret) <= KEY_PIECE:
+        return text.replace(secret, REDACTED)
+    pieces = {secret[i : i + KEY_PIECE] for i in range(len(secret) - KEY_PIECE + 1)}
+    spans: list[list[int]] = []  # the stretches of `text` to redact, merged
+    for start in range(len(text) - KEY_PIECE + 1):
+        if text[start : start + KEY_PIECE] in pieces:
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = start + KEY_PIECE
+            else:
+                spans.append([start, start + KEY_PIECE])
+    parts: list[str] = []
+    end = 0
+    for start, stop in spans:
+        parts += [text[end:start], REDACTED]
+        end = stop
+    parts.append(text[end:])
+    return "".join(parts)

@@ -1,0 +1,183 @@
+"""JSON from untrusted text (provider bodies, model output): bounded nesting and size, no NaN.
+
+The standard parser recurses once per nesting level, so a body of 100,000 brackets raises
+RecursionError, which is no ValueError and escapes every handler written for bad JSON; it
+turns 10 MiB of `[],` into 3.5 million lists (about 250 MB); and it accepts `NaN` and
+`Infinity`, which are not JSON. Here nesting deeper than `MAX_DEPTH`, more than
+`MAX_CONTAINERS` arrays and objects, and those literals are a `JSONError` (a ValueError),
+found by one linear scan before parsing.
+
+`object_spans` is the same scan, for finding objects embedded in prose (see
+adapters/parsing.py), and `run_bounded` moves work on big texts off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+__all__ = [
+    "MAX_CONTAINERS",
+    "MAX_DEPTH",
+    "OFF_LOOP_SIZE",
+    "JSONError",
+    "Span",
+    "loads",
+    "object_spans",
+    "refusal",
+    "refuse_constant",
+    "run_bounded",
+]
+
+MAX_DEPTH = 128
+"""Deepest nesting accepted: far beyond any provider body or output schema, far below the
+interpreter's recursion limit (about 1,000) that the parser and validators run into."""
+
+MAX_CONTAINERS = 1_000_000
+"""Most arrays and objects accepted in one text (each costs about 60 bytes once parsed). A
+real body needs 20 bytes or more per container (OpenAI's logprobs are about 40), so no body
+under the 10 MiB response cap comes near; 3-byte `[],` padding does."""
+
+OFF_LOOP_SIZE = 64 * 1024
+"""Texts at least this long are parsed on a worker thread (`run_bounded`): a 10 MiB body
+takes tens to hundreds of milliseconds, which would freeze every other call on the loop."""
+
+T = TypeVar("T")
+
+# A string token (to its closing quote, or to the end of the text if it has none, so that a
+# lone quote costs one scan, not one per later quote) or a bracket.
+_TOKEN = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z))|([\[{])|([\]}])', re.DOTALL)
+_OPENER, _CLOSER = 2, 3  # the groups of _TOKEN matching a bracket
+_OPEN_OBJECT = re.compile(r"\{")
+
+
+class JSONError(ValueError):
+    """Text that is valid JSON to the standard parser but refused here, or is not JSON."""
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """An object `{...}` in a text: `text[start:end]`, nested `depth` levels (1 for `{}`),
+    holding `containers` arrays and objects (itself included). `closed` is False for one
+    still open at the end of the text (`end` is then the text's)."""
+
+    start: int
+    end: int
+    depth: int
+    containers: int
+    closed: bool = True
+
+    def refusal(self) -> JSONError | None:
+        """Why this object must not be parsed, if it must not."""
+        return refusal(self.depth, self.containers)
+
+
+def refuse_constant(name: str) -> Any:
+    """A `parse_constant` for json.loads: NaN, Infinity and -Infinity are not JSON."""
+    raise JSONError(f"{name} is not a JSON value")
+
+
+def refusal(depth: int, containers: int) -> JSONError | None:
+    """The error for JSON nested `depth` deep with `containers` arrays and objects, if it is
+    over a limit (a depth past MAX_DEPTH is a lower bound: counting stops there)."""
+    if depth > MAX_DEPTH:
+        return JSONError(f"JSON nested more than {MAX_DEPTH} levels deep")
+    if containers > MAX_CONTAINERS:
+        return JSONError(f"JSON with more than {MAX_CONTAINERS:,} arrays and objects")
+    return None
+
+
+def loads(text: str | bytes) -> Any:
+    """`json.loads`, refusing what is over the limits, and NaN/Infinity, with JSONError."""
+    if isinstance(text, bytes | bytearray):
+        text = text.decode(json.detect_encoding(text), errors="surrogatepass")
+    # Counting brackets is C-fast and proves most texts within the limits without a scan.
+    if text.count("{") + text.count("[") > MAX_DEPTH:
+        refused = refusal(*_measure(text))
+        if refused is not None:
+            raise refused
+    return json.loads(text, parse_constant=refuse_constant)
+
+
+def _measure(text: str) -> tuple[int, int]:
+    """How deep brackets nest in `text`, and how many open (strings skipped); the scan stops
+    as soon as either is over its limit."""
+    depth = deepest = containers = 0
+    for match in _TOKEN.finditer(text):
+        if match.lastindex == _OPENER:
+            depth += 1
+            containers += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    break
+            if containers > MAX_CONTAINERS:
+                break
+        elif match.lastindex == _CLOSER:
+            depth -= 1
+    return deepest, containers
+
+
+def object_spans(text: str) -> Iterator[Span]:
+    """The outermost objects in `text`, in order, found in one linear pass, lazily (the first
+    comes as soon as it closes).
+
+    Prose is skipped up to each `{`; inside an object, strings and brackets are tracked so
+    that a `}` in a string ends nothing. A closing bracket that matches no open one is
+    ignored; one that closes an outer bracket first drops the inner ones left open. An object
+    still open at the end of the text comes with `closed=False` (its `end` is the text's), so
+    the caller can say what is wrong with it; the first such `{` is then taken for prose once
+    (a model may write a stray brace before its JSON) and the scan resumes after it: at most
+    two passes. Brackets past MAX_DEPTH are counted, not stacked, so memory stays bounded.
+    """
+    pos = 0
+    resumed = False
+    while (opening := _OPEN_OBJECT.search(text, pos)) is not None:
+        stack = ["{"]  # open brackets, up to MAX_DEPTH of them
+        open_count = {"{": 1, "[": 0}
+        excess = 0  # brackets open past MAX_DEPTH
+        depth = 1  # the deepest this object nests
+        containers = 1
+        for match in _TOKEN.finditer(text, opening.end()):
+            group = match.lastindex
+            if group == _OPENER:
+                containers += 1
+                if len(stack) < MAX_DEPTH:
+                    char = text[match.start()]
+                    stack.append(char)
+                    open_count[char] += 1
+                else:
+                    excess += 1
+                depth = max(depth, len(stack) + excess)
+            elif group == _CLOSER:
+                if excess:
+                    excess -= 1
+                    continue
+                wanted = "{" if text[match.start()] == "}" else "["
+                if not open_count[wanted]:
+                    continue
+                while (popped := stack.pop()) != wanted:
+                    open_count[popped] -= 1
+                open_count[wanted] -= 1
+                if not stack:
+                    yield Span(opening.start(), match.end(), depth, containers)
+                    pos = match.end()
+                    break
+        else:
+            yield Span(opening.start(), len(text), depth, containers, closed=False)
+            if resumed:
+                return
+            resumed = True
+            pos = opening.end()
+
+
+async def run_bounded(size: int, function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)`, on a worker thread if `size` (of the text it works on) is at least
+    OFF_LOOP_SIZE, so that parsing a big body does not stall every other call on the loop."""
+    if size < OFF_LOOP_SIZE:
+        return function(*args)
+    return await asyncio.to_thread(function, *args)
