@@ -19,15 +19,15 @@ from typing import Any
 
 import httpx
 
-from . import _checks, _forksafe, _http, _runtime, events
+from . import _checks, _forksafe, _http, _runtime, events, usage
 from .errors import ConfigurationError, LMError
-from .pipeline import Call, compose
+from .pipeline import Call, compose, trace
 from .pipeline.send import Send
 from .pipeline.slots import Slots
 from .providers import get_provider
 from .providers.base import request_params
 from .providers.exchange import Request
-from .records import Attempt, Message, OutputSchema, Usage
+from .records import Attempt, Message, OutputSchema, Usage, spent
 from .retry import AttemptFailed, RetryPolicy, call_with_retries
 from .settings import settings
 
@@ -40,7 +40,8 @@ ROLES = frozenset({"system", "user", "assistant"})
 
 @dataclass(frozen=True, slots=True)
 class LMResponse:
-    """What one LM call produced: the text, its token usage and every attempt it took."""
+    """What one LM call produced: the text, its token usage and every attempt it took.
+    `usage` is what every attempt was billed, failed ones included (mostly zero)."""
 
     text: str
     usage: Usage
@@ -51,7 +52,7 @@ class LMResponse:
 
 
 class BaseLM(abc.ABC):
-    """A chat model. `usage` sums every successful response, safely across threads and tasks.
+    """A chat model. `usage` sums every call's tokens, safely across threads and tasks.
 
     `supports_native_structured` starts True; the adapter clears it after the provider rejects a
     native structured-output parameter, so later calls go out as plain chat.
@@ -77,7 +78,8 @@ class BaseLM(abc.ABC):
 
     @property
     def usage(self) -> Usage:
-        """Token usage summed over every successful call of this LM."""
+        """Token usage summed over every call of this LM, with the billed attempts of calls
+        that failed (also counted in each open `dspy_async.track_usage()`)."""
         with self._lock:
             return self._usage
 
@@ -90,10 +92,18 @@ class BaseLM(abc.ABC):
         **params: Any,
     ) -> LMResponse:
         """Send a prompt (as one user message) or a list of chat messages; await the response."""
-        response = await self._generate(to_messages(prompt, messages), output_schema, params)
-        with self._lock:
-            self._usage += response.usage
+        try:
+            response = await self._generate(to_messages(prompt, messages), output_schema, params)
+        except LMError as error:
+            self._count(spent(error.attempts))  # a failed call can still have been billed
+            raise
+        self._count(response.usage)
         return response
+
+    def _count(self, spent: Usage) -> None:
+        with self._lock:
+            self._usage += spent
+        usage.record(f"{self.provider}/{self.model}", spent)
 
     def __call__(
         self,
@@ -229,7 +239,9 @@ class LM(BaseLM):
         request_params(provider_name, provider.PARAMS, self.params)  # misspelt names, NaN
         self._http_client = http_client
         # The gates of every attempt, outermost first (see pipeline/__init__.py).
-        self._attempt = compose([Slots(max_concurrency)], Send(timeout, max_response_bytes))
+        self._attempt = compose(
+            [trace.Trace(), Slots(max_concurrency)], Send(timeout, max_response_bytes)
+        )
         url = self._endpoint.url
         self._origin = (url.scheme, url.host, url.port)
 
@@ -256,30 +268,34 @@ class LM(BaseLM):
         """One call, on the runtime loop: its attempts through the pipeline, the waits between."""
         call = self._start_call(messages, output_schema, params)
         started = time.monotonic()
-        try:
-            reply, attempts = await call_with_retries(
-                functools.partial(self._attempt, call),
-                self.retry,
-                enabled=settings.retry_enabled,
-                on_retry=functools.partial(self._on_retry, call.id),
-            )
-        except LMError as error:
-            elapsed = time.monotonic() - started
-            events.emit(events.FailureEvent(call.id, *self._names, error.attempts, error, elapsed))
-            raise
+        with trace.call(call, messages) as traced:  # a no-op unless instrumented
+            try:
+                reply, attempts = await call_with_retries(
+                    functools.partial(self._attempt, call),
+                    self.retry,
+                    enabled=settings.retry_enabled,
+                    on_retry=functools.partial(self._on_retry, call.id, traced),
+                )
+            except LMError as error:
+                elapsed = time.monotonic() - started
+                failure = events.FailureEvent(call.id, *self._names, error.attempts, error, elapsed)
+                events.emit(failure)
+                raise
+            billed = spent(attempts)
+            traced.answered(reply, billed)
         elapsed = time.monotonic() - started
         logger.debug(
             "%s/%s: answered in %.2f s after %d attempt(s), %d tokens",
             *self._names,
-            *(elapsed, len(attempts), reply.usage.total_tokens),
+            *(elapsed, len(attempts), billed.total_tokens),
         )
         events.emit(
             events.ResponseEvent(
-                call.id, *self._names, attempts, reply.usage, elapsed, reply.finish_reason
+                call.id, *self._names, attempts, billed, elapsed, reply.finish_reason
             )
         )
         return LMResponse(
-            reply.text, reply.usage, self.model, self.provider, attempts, reply.finish_reason
+            reply.text, billed, self.model, self.provider, attempts, reply.finish_reason
         )
 
     def _start_call(
@@ -303,7 +319,15 @@ class LM(BaseLM):
         pool = _http.shared_pool(self._origin)
         return Call(events.new_call_id(), *self._names, request, pool.transport, pool.slots)
 
-    def _on_retry(self, call_id: int, failure: AttemptFailed, number: int, wait: float) -> None:
+    def _on_retry(
+        self,
+        call_id: int,
+        traced: trace.CallTrace,
+        failure: AttemptFailed,
+        number: int,
+        wait: float,
+    ) -> None:
+        traced.backoff(failure, wait)
         error = failure.error
         status = f"HTTP {error.status_code}" if error.status_code else "no response"
         logger.warning(

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import _runtime
 from .batch import run_batch
+from .pipeline import trace
 
 __all__ = ["Module"]
 
@@ -36,7 +37,8 @@ class Module:
         return await asyncio.to_thread(self.forward, *args, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        with trace.step(self):  # a no-op unless instrumented
+            return self.forward(*args, **kwargs)
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Alias of calling the module, for DSPy.rb habits: `Predict(Sig).call(text=...)`."""
@@ -44,7 +46,8 @@ class Module:
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Run the module from async code."""
-        return await self.aforward(*args, **kwargs)
+        with trace.step(self):
+            return await self.aforward(*args, **kwargs)
 
     def submit(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         """Start the call on the runtime loop and return at once; `cancel()` cancels it."""
@@ -95,12 +98,13 @@ class Module:
     ) -> list[Any]:
         # A module with only a sync forward runs it in the batch's bounded thread pool.
         sync_only = type(self).aforward is Module.aforward
-        return await run_batch(
-            items,
-            acall=None if sync_only else self.acall,
-            sync_call=self.__call__ if sync_only else None,
-            max_concurrency=max_concurrency,
-            return_exceptions=return_exceptions,
-            progress=progress,
-            timeout=timeout,
-        )
+        with trace.batch(self, items):  # each item copies this context, and with it the span
+            return await run_batch(
+                items,
+                acall=None if sync_only else self.acall,
+                sync_call=self.__call__ if sync_only else None,
+                max_concurrency=max_concurrency,
+                return_exceptions=return_exceptions,
+                progress=progress,
+                timeout=timeout,
+            )

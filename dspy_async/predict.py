@@ -18,6 +18,7 @@ from .adapters import generate_structured
 from .errors import ConfigurationError, SignatureError
 from .lm import LM, BaseLM
 from .module import Module
+from .pipeline import trace
 from .prediction import Prediction
 from .providers import get_provider
 from .providers.base import request_params
@@ -110,13 +111,16 @@ class Predict(Module):
         return chosen
 
     async def _predict(self, call: _Call) -> Prediction:
-        result = await generate_structured(
-            call.lm,
-            self.signature,
-            call.inputs,
-            params=call.params,
-            max_retries=call.max_retries,
-        )
+        # On the runtime loop, in the caller's copied context: the step's span is the parent
+        # of its LM calls, and its own parent is whatever span the caller had open.
+        with trace.step(self):
+            result = await generate_structured(
+                call.lm,
+                self.signature,
+                call.inputs,
+                params=call.params,
+                max_retries=call.max_retries,
+            )
         return Prediction(usage=result.usage, attempts=result.attempts, **result.values)
 
 

@@ -7,11 +7,11 @@ without importing each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Attempt", "Message", "OutputSchema", "Usage", "Wait"]
+__all__ = ["Attempt", "Message", "OutputSchema", "Usage", "Wait", "spent"]
 
 Message = dict[str, str]
 """An OpenAI-style chat message: {"role": "system" | "user" | "assistant", "content": str}."""
@@ -32,10 +32,18 @@ class OutputSchema:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts of one response, or summed over several."""
+    """Token counts of one response, or summed over several.
+
+    `prompt_tokens` counts every input token, including those the provider read from or wrote
+    to its prompt cache; `cache_read_tokens` and `cache_creation_tokens` say how many of them
+    were (a part of `prompt_tokens`, never added to it: OpenAI reports reads only, Ollama
+    neither).
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -45,6 +53,8 @@ class Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_creation_tokens + other.cache_creation_tokens,
         )
 
     def to_dict(self) -> dict[str, int]:
@@ -52,6 +62,8 @@ class Usage:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_creation_tokens": self.cache_creation_tokens,
         }
 
 
@@ -75,6 +87,8 @@ class Attempt:
     "invalid_output" for a response whose content failed parsing or validation (re-asked).
     `waited` is the backoff before it; `gates` the waits at the pipeline's gates (slots, ...)
     after that backoff; `elapsed` the time from leaving the gates to the end of the attempt.
+    `usage` is what the provider billed for it: a failed attempt's is zero unless its reply
+    reported tokens (a 200 whose body could not be used).
     """
 
     number: int
@@ -85,3 +99,11 @@ class Attempt:
     elapsed: float = 0.0
     usage: Usage = field(default_factory=Usage)
     gates: tuple[Wait, ...] = ()
+
+
+def spent(attempts: Iterable[Attempt]) -> Usage:
+    """The tokens billed over `attempts`, failed ones included."""
+    total = Usage()
+    for attempt in attempts:
+        total += attempt.usage
+    return total

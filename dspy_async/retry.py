@@ -79,14 +79,26 @@ class RetryPolicy:
 
 
 class AttemptFailed(Exception):
-    """One attempt's failure: the typed error, whether it may be retried, and any wait the
-    server asked for, in seconds."""
+    """One attempt's failure: the typed error, whether it may be retried, any wait the server
+    asked for, in seconds, and the tokens its reply reported (a 200 whose body was unusable
+    is still billed)."""
 
-    def __init__(self, error: LMError, *, retryable: bool, server_wait: float | None = None):
+    def __init__(
+        self,
+        error: LMError,
+        *,
+        retryable: bool,
+        server_wait: float | None = None,
+        usage: Usage | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
         super().__init__(str(error))
         self.error = error
         self.retryable = retryable and not isinstance(error, NEVER_RETRIED)
         self.server_wait = server_wait
+        self.usage = usage if usage is not None else Usage()
+        # The response's rate-limit and retry-after headers, for the rate-limit budget.
+        self.headers: dict[str, str] = dict(headers or {})
 
 
 def should_retry(headers: Mapping[str, str], *, default: bool) -> bool:
@@ -119,6 +131,7 @@ class _HasUsage(Protocol):
 
 R = TypeVar("R", bound=_HasUsage)
 RetryHook = Callable[[AttemptFailed, int, float], None]
+WaitHook = Callable[[Wait], None]
 
 
 @dataclass(slots=True)
@@ -127,7 +140,8 @@ class AttemptState:
     time, the end of `max_elapsed`), and the waits its gates have taken so far.
 
     A gate whose wait does not count against `max_elapsed` (a concurrency slot: a call queued
-    behind a busy batch is not late) moves the deadline by that wait.
+    behind a busy batch is not late) moves the deadline by that wait. `on_wait`, if set (by
+    the Trace stage), sees each wait as it ends.
     """
 
     number: int
@@ -135,6 +149,7 @@ class AttemptState:
     clock: _clock.Clock
     gates: list[Wait] = field(default_factory=list)
     gated: float = 0.0
+    on_wait: WaitHook | None = None
 
     def time_left(self) -> float:
         """Seconds until the call's deadline."""
@@ -142,10 +157,13 @@ class AttemptState:
 
     def record_wait(self, gate: str, seconds: float, *, counted: bool) -> None:
         """Note `seconds` spent at `gate`; `counted` waits eat into the deadline."""
-        self.gates.append(Wait(gate, seconds))
+        wait = Wait(gate, seconds)
+        self.gates.append(wait)
         self.gated += seconds
         if not counted:
             self.deadline += seconds
+        if self.on_wait is not None:
+            self.on_wait(wait)
 
 
 async def call_with_retries(
@@ -186,9 +204,8 @@ async def call_with_retries(
             history.append(record)
             return outcome, tuple(history)
         failure, error = outcome, outcome.error
-        history.append(
-            Attempt(number, "error", str(error), error.status_code, waited, elapsed, gates=gates)
-        )
+        status, spent = error.status_code, failure.usage
+        history.append(Attempt(number, "error", str(error), status, waited, elapsed, spent, gates))
         remaining = deadline - clock.monotonic()
         wait = _next_wait(failure, number, policy, waits, remaining) if enabled else None
         if wait is None:

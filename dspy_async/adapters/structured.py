@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import LMError, OutputValidationError, UnsupportedParameterError
 from ..lm import BaseLM, Message
-from ..records import Attempt, Usage
+from ..records import Attempt, Usage, spent
 from ..signatures import Signature
 from .messages import build_messages
 from .native import native_output_schema
@@ -56,7 +56,7 @@ async def generate_structured(
         try:
             response = await lm.acall(messages=[*base, *turns], output_schema=schema, **params)
         except LMError as exc:
-            log.add(exc.attempts)
+            log.add(exc.attempts, usage=spent(exc.attempts))  # a refused 200 is billed
             if schema is None or not isinstance(exc, UnsupportedParameterError):
                 exc.attempts = tuple(log.attempts)  # the whole step's history, re-asks included
                 raise

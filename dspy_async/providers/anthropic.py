@@ -15,11 +15,12 @@ from .base import (
     finish_reason_from,
     message_from,
     request_params,
+    text_or_none,
     usage_from,
 )
 
 if TYPE_CHECKING:
-    from ..records import Message, OutputSchema
+    from ..records import Message, OutputSchema, Usage
 
 DEFAULT_BASE = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -96,9 +97,21 @@ def parse_reply(body: Any) -> Reply:
         text = "".join(block["text"] for block in blocks if block["type"] == "text")
     return Reply(
         text=text,
-        usage=usage_from(body.get("usage"), PROMPT_TOKEN_KEYS, "output_tokens"),
+        usage=parse_usage(body),
         finish_reason=finish_reason_from(body.get("stop_reason")),
         structured=bool(tool_inputs),
+        response_id=text_or_none(body.get("id")),
+        response_model=text_or_none(body.get("model")),
+    )
+
+
+def parse_usage(body: Any) -> Usage:
+    return usage_from(
+        body.get("usage"),
+        PROMPT_TOKEN_KEYS,
+        "output_tokens",
+        cache_read=("cache_read_input_tokens",),
+        cache_creation=("cache_creation_input_tokens",),
     )
 
 

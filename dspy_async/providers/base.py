@@ -34,6 +34,7 @@ __all__ = [
     "finish_reason_from",
     "is_context_window",
     "request_params",
+    "text_or_none",
     "usage_from",
 ]
 
@@ -71,12 +72,18 @@ class Reply:
 
     `structured` says whether the answer came through the native structured-output channel,
     where the wire format shows it (Anthropic's tool_use block); None where it cannot tell.
+    `response_id` and `response_model` are the provider's id of the completion and the model
+    that wrote it, where the body names them (they go on traces, nowhere else).
+    `headers` are the response's rate-limit and retry-after headers (exchange.py sets them).
     """
 
     text: str
     usage: Usage
     finish_reason: str | None
     structured: bool | None = None
+    response_id: str | None = None
+    response_model: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +121,11 @@ class Provider(Protocol):
     def parse_reply(self, body: Any) -> Reply:
         """Read a successful response body; raise LookupError, TypeError or ValueError if its
         shape is not the expected one."""
+        ...
+
+    def parse_usage(self, body: Any) -> Usage:
+        """Read only the token usage of a response body (one `parse_reply` refused is still
+        billed); raise LookupError, TypeError or ValueError if it cannot be read."""
         ...
 
     def parse_error(self, body: Any) -> ErrorBody:
@@ -215,30 +227,57 @@ def is_context_window(error: ErrorBody) -> bool:
     return error.code in CONTEXT_WINDOW_CODES or bool(CONTEXT_WINDOW_MESSAGE.search(error.message))
 
 
-def usage_from(counts: object, prompt_keys: tuple[str, ...], completion_key: str) -> Usage:
+def usage_from(
+    counts: object,
+    prompt_keys: tuple[str, ...],
+    completion_key: str,
+    *,
+    cache_read: tuple[str, ...] = (),
+    cache_creation: tuple[str, ...] = (),
+) -> Usage:
     """Token usage from a response's usage object, zero where a count is missing or null.
 
     The prompt count is the sum of `prompt_keys`: Anthropic reports cached prompt tokens apart
-    from `input_tokens`, and they are still prompt tokens. A count that is not a whole number
-    >= 0 (negative, `true`, `1.5`, a string) raises ValueError: the body is not what the
-    provider sends, and a wrong count would corrupt every usage total it is added to.
+    from `input_tokens`, and they are still prompt tokens. `cache_read` and `cache_creation`
+    are the key paths of the prompt-cache counts, e.g. ("prompt_tokens_details",
+    "cached_tokens"). A count that is not a whole number >= 0 (negative, `true`, `1.5`, a
+    string) raises ValueError: the body is not what the provider sends, and a wrong count
+    would corrupt every usage total it is added to.
     """
     if counts is None:
         return Usage()
     if not isinstance(counts, Mapping):
         raise TypeError(f"usage must be an object or null, not {type(counts).__name__}")
+    return Usage(
+        sum(_count(counts, (key,)) for key in prompt_keys),
+        _count(counts, (completion_key,)),
+        _count(counts, cache_read),
+        _count(counts, cache_creation),
+    )
 
-    def count(key: str) -> int:
-        value = counts.get(key)
+
+def _count(counts: Mapping[str, Any], path: tuple[str, ...]) -> int:
+    """The count at `path` (nested objects), 0 if it or an object on the way is missing."""
+    value: object = counts
+    for depth, key in enumerate(path):
         if value is None:
             return 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            # Numbers are quoted; anything else only by type (a string might echo anything).
-            got = repr(value) if isinstance(value, int | float) else type(value).__name__
-            raise ValueError(f"usage {key} must be a whole number >= 0, not {got}")
-        return value
+        if not isinstance(value, Mapping):
+            parent = ".".join(path[:depth])
+            raise TypeError(f"usage {parent} must be an object or null, not {type(value).__name__}")
+        value = value.get(key)
+    if value is None or not path:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        # Numbers are quoted; anything else only by type (a string might echo anything).
+        got = repr(value) if isinstance(value, int | float) else type(value).__name__
+        raise ValueError(f"usage {'.'.join(path)} must be a whole number >= 0, not {got}")
+    return value
 
-    return Usage(sum(count(key) for key in prompt_keys), count(completion_key))
+
+def text_or_none(value: object) -> str | None:
+    """`value` if it is a string, else None: for fields a reply is usable without."""
+    return value if isinstance(value, str) else None
 
 
 def finish_reason_from(value: object) -> str | None:

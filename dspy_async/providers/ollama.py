@@ -15,11 +15,12 @@ from .base import (
     finish_reason_from,
     message_from,
     request_params,
+    text_or_none,
     usage_from,
 )
 
 if TYPE_CHECKING:
-    from ..records import Message, OutputSchema
+    from ..records import Message, OutputSchema, Usage
 
 DEFAULT_HOST = "http://localhost:11434"
 NATIVE_PARAMS = frozenset({"format"})
@@ -97,9 +98,14 @@ def parse_reply(body: Any) -> Reply:
         raise TypeError("message content is not text")
     return Reply(
         text=content,
-        usage=usage_from(body, ("prompt_eval_count",), "eval_count"),
+        usage=parse_usage(body),
         finish_reason=finish_reason_from(body.get("done_reason")),
+        response_model=text_or_none(body.get("model")),
     )
+
+
+def parse_usage(body: Any) -> Usage:
+    return usage_from(body, ("prompt_eval_count",), "eval_count")
 
 
 def parse_error(body: Any) -> ErrorBody:

@@ -14,11 +14,12 @@ from .base import (
     finish_reason_from,
     message_from,
     request_params,
+    text_or_none,
     usage_from,
 )
 
 if TYPE_CHECKING:
-    from ..records import Message, OutputSchema
+    from ..records import Message, OutputSchema, Usage
 
 DEFAULT_BASE = "https://api.openai.com/v1"
 NATIVE_PARAMS = frozenset({"response_format", "json_schema"})
@@ -96,8 +97,20 @@ def parse_reply(body: Any) -> Reply:
         raise ValueError(f"model refused: {refusal}" if refusal else "response has no text")
     return Reply(
         text=content,
-        usage=usage_from(body.get("usage"), ("prompt_tokens",), "completion_tokens"),
+        usage=parse_usage(body),
         finish_reason=finish_reason_from(choice.get("finish_reason")),
+        response_id=text_or_none(body.get("id")),
+        response_model=text_or_none(body.get("model")),
+    )
+
+
+def parse_usage(body: Any) -> Usage:
+    """`prompt_tokens` includes the cached ones, which `prompt_tokens_details` counts."""
+    return usage_from(
+        body.get("usage"),
+        ("prompt_tokens",),
+        "completion_tokens",
+        cache_read=("prompt_tokens_details", "cached_tokens"),
     )
 
 
