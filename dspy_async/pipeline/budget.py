@@ -1,0 +1,348 @@
+"""The Budget stage: an attempt takes one request and its estimated tokens from its account's
+rate-limit budget before it may be sent, and settles up once answered.
+
+The wait for budget holds no concurrency slot (this stage comes before Slots) and counts
+against the call's `max_elapsed`: a call that cannot get budget before its deadline fails with
+`RateLimitError` at once, without sending. Waiting attempts of one process queue in arrival
+order and only the first asks the store, so a thousand queued calls cost one timer, not a
+thousand polls of Redis. Once answered, the attempt returns what its estimate overshot (or
+pays what it undershot), hands the rate-limit headers to the budget, and a 429 with
+Retry-After closes the whole account's gate until then. `Checkpoint`, placed after Slots,
+turns back an attempt that got its slot while such a pause is on, so none is sent into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .. import _clock, _runtime, events
+from ..errors import RateLimitError
+from ..providers.base import Reply
+from ..ratelimit.bucket import Grant, Limit, Settlement
+from ..ratelimit.config import Account, RateLimit
+from ..ratelimit.headers import observe
+from ..ratelimit.shared import RedisStore
+from ..ratelimit.store import MAX_ACCOUNTS, LocalStore, Store
+from ..retry import AttemptFailed, AttemptState
+from . import Call, Handler
+
+__all__ = ["DEFAULT_COMPLETION_ESTIMATE", "AccountBudget", "Budget", "Checkpoint", "estimate"]
+
+# Completion tokens assumed for a request that sets no max_tokens; settled once answered.
+DEFAULT_COMPLETION_ESTIMATE = 256
+# The longest the first queued attempt sleeps before asking again: budget returned by
+# answers (estimates that overshot) and other processes' changes show up within this.
+POLL = 0.25
+_CHARS_PER_TOKEN = 4
+_OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def estimate(body: Mapping[str, Any]) -> tuple[int, int]:
+    """Prompt and completion tokens a request may use: its text at 4 characters a token, and
+    its `max_tokens` (or Ollama's `num_predict`), else `DEFAULT_COMPLETION_ESTIMATE`."""
+    chars = 0
+    system = body.get("system")
+    if isinstance(system, str):
+        chars += len(system)
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, str):
+            chars += len(content)
+    options = body.get("options")
+    limits = [body.get(name) for name in _OUTPUT_LIMITS]
+    if isinstance(options, Mapping):
+        limits.append(options.get("num_predict"))
+    completion = next(
+        (n for n in limits if isinstance(n, int) and not isinstance(n, bool) and n > 0),
+        DEFAULT_COMPLETION_ESTIMATE,
+    )
+    return math.ceil(chars / _CHARS_PER_TOKEN) + 1, completion
+
+
+def _costs(prompt: int, completion: int) -> dict[str, float]:
+    return {
+        "requests": 1.0,
+        "tokens": float(prompt + completion),
+        "input_tokens": float(prompt),
+        "output_tokens": float(completion),
+    }
+
+
+class _Bounced(Exception):
+    """An attempt reached its slot while the account's gate was closed: not sent."""
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """What the Budget stage took for the attempt in flight, for the Checkpoint to see."""
+
+    costs: Mapping[str, float]
+    blind: bool
+
+
+# Set by the Budget stage around the rest of the attempt; the Checkpoint runs in the same
+# task, so it sees its own attempt's ticket and no other.
+_tickets: contextvars.ContextVar[_Ticket | None] = contextvars.ContextVar(
+    "dspy_async_budget_ticket", default=None
+)
+
+
+class AccountBudget:
+    """One account's budget as this process's runtime loop sees it: the store that holds it,
+    the queue of attempts waiting for it, and when the last pause it heard of ends."""
+
+    def __init__(self, account: Account, store: Store) -> None:
+        self.account = account
+        self.store = store
+        self.paused_until = -math.inf  # on the clock of the calls that heard of it
+        self._queue: deque[tuple[AttemptState, asyncio.Future[bool]]] = deque()
+        self._shortage: tuple[str | None, float] = (None, 0.0)  # what the first waits for
+
+    def paused_for(self, clock: _clock.Clock) -> float:
+        """Seconds left of the pause this process knows of (0 if none)."""
+        return max(0.0, self.paused_until - clock.monotonic())
+
+    async def acquire(
+        self, costs: Mapping[str, float], limits: Mapping[str, Limit], attempt: AttemptState
+    ) -> tuple[float, str | None, bool]:
+        """Take `costs`, waiting as long as it takes; returns the wait, what was short, and
+        whether the take was blind (no limit known yet).
+
+        Raises AttemptFailed(RateLimitError) if the call's deadline comes first.
+        """
+        clock = attempt.clock
+        started = clock.monotonic()
+        grant = None
+        if not self._queue:
+            grant = await self.store.take(self.account.key, costs, limits, started)
+            if grant.taken:
+                return 0.0, None, grant.blind
+        turn: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        entry = (attempt, turn)
+        self._queue.append(entry)
+        reason = None if grant is None else grant.reason
+        try:
+            if self._queue[0] is not entry:
+                grant = None  # it was asked before others queued: ask again when first
+                if not await turn:
+                    short, wait = self._shortage
+                    raise self._no_room(attempt, short, wait, at_least=True)
+            while True:
+                if grant is None:
+                    grant = await self.store.take(
+                        self.account.key, costs, limits, clock.monotonic()
+                    )
+                if grant.taken:
+                    return clock.monotonic() - started, reason, grant.blind
+                reason = reason or grant.reason
+                now = clock.monotonic()
+                if grant.reason == "pause":
+                    self.paused_until = max(self.paused_until, now + grant.wait)
+                if grant.wait > attempt.time_left():
+                    raise self._no_room(attempt, grant.reason, grant.wait)
+                self._shortage = (grant.reason, grant.wait)
+                self._turn_away_behind(grant.wait)
+                await clock.sleep(min(grant.wait, POLL))
+                grant = None
+        finally:
+            self._leave(entry)
+
+    async def take_now(
+        self, costs: Mapping[str, float], limits: Mapping[str, Limit], clock: _clock.Clock
+    ) -> Grant | None:
+        """Take without waiting; None when others are queued (they come first)."""
+        if self._queue:
+            return None
+        return await self.store.take(self.account.key, costs, limits, clock.monotonic())
+
+    def _leave(self, entry: tuple[AttemptState, asyncio.Future[bool]]) -> None:
+        # The first in the queue hands its turn on when it leaves, however it leaves
+        # (budget taken, deadline, cancelled); one handed the turn and cancelled before it
+        # ran is first by then, so it hands the turn on in its turn.
+        first = bool(self._queue) and self._queue[0] is entry
+        if entry in self._queue:
+            self._queue.remove(entry)
+        if first and self._queue:
+            following = self._queue[0][1]
+            if not following.done():
+                following.set_result(True)
+
+    def _turn_away_behind(self, wait: float) -> None:
+        """Fail now every queued attempt whose deadline comes before `wait` is over: all of
+        them wait at least as long as the first."""
+        for entry in list(self._queue)[1:]:
+            attempt, turn = entry
+            if attempt.time_left() < wait and not turn.done():
+                self._queue.remove(entry)
+                turn.set_result(False)
+
+    def _no_room(
+        self, attempt: AttemptState, reason: str | None, wait: float, *, at_least: bool = False
+    ) -> AttemptFailed:
+        needs = f"{'at least ' if at_least else ''}{wait:.2f} s"
+        error = RateLimitError(
+            f"{self.account.name}: no rate-limit budget ({reason}) before the call's deadline "
+            f"(it needs {needs}, {max(0.0, attempt.time_left()):.2f} s are left); not sent",
+            retry_after=wait,
+            provider=self.account.provider,
+        )
+        return AttemptFailed(error, retryable=False)
+
+    async def settle(
+        self, settlement: Settlement, limits: Mapping[str, Limit], clock: _clock.Clock
+    ) -> None:
+        now = clock.monotonic()
+        if settlement.pause:
+            self.paused_until = max(self.paused_until, now + settlement.pause)
+        await self.store.settle(self.account.key, settlement, limits, now)
+
+
+class _Budgets:
+    """The runtime loop's budgets: the local store, one Redis store per URL, and the
+    accounts in use (the least recently used forgotten past MAX_ACCOUNTS)."""
+
+    def __init__(self) -> None:
+        self.local = LocalStore()
+        self.shared: dict[str, RedisStore] = {}
+        self.accounts: OrderedDict[tuple[str, str | None], AccountBudget] = OrderedDict()
+
+    def get(self, account: Account, shared: str | None) -> AccountBudget:
+        key = (account.key, shared)
+        budget = self.accounts.get(key)
+        if budget is not None:
+            self.accounts.move_to_end(key)
+            return budget
+        store: Store = self.local
+        if shared is not None:
+            store = self.shared.get(shared) or self.shared.setdefault(
+                shared, RedisStore(shared, self.local)
+            )
+        budget = self.accounts[key] = AccountBudget(account, store)
+        if len(self.accounts) > MAX_ACCOUNTS:
+            self.accounts.popitem(last=False)
+        return budget
+
+    async def aclose(self) -> None:
+        for store in self.shared.values():
+            await store.aclose()
+
+
+def account_budget(account: Account, shared: str | None) -> AccountBudget:
+    """The runtime loop's budget for `account` (kept in Redis at `shared`, if given)."""
+    budgets = _runtime.loop_resource((__name__,), _Budgets, close=_Budgets.aclose)
+    return budgets.get(account, shared)
+
+
+class Budget:
+    """Take budget for each attempt of `account`'s calls, under `rate_limit`."""
+
+    def __init__(self, account: Account, rate_limit: RateLimit) -> None:
+        self.account = account
+        self.rate_limit = rate_limit
+        self.limits = rate_limit.limits()
+        self.checkpoint = Checkpoint(self)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._budget: AccountBudget | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The budget belongs to one loop: copies find their own.
+        return {"account": self.account, "rate_limit": self.rate_limit}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["account"], state["rate_limit"])  # type: ignore[misc]
+
+    def budget(self) -> AccountBudget:
+        loop = asyncio.get_running_loop()
+        # Only the runtime loop's thread gets here; after a fork the new loop finds its own.
+        if self._loop is not loop or self._budget is None:
+            self._loop = loop
+            self._budget = account_budget(self.account, self.rate_limit.shared)
+        return self._budget
+
+    async def __call__(self, call: Call, attempt: AttemptState, send: Handler) -> Reply:
+        budget = self.budget()
+        prompt, completion = estimate(call.request.body)
+        costs = _costs(prompt, completion)
+        while True:
+            waited, reason, blind = await budget.acquire(costs, self.limits, attempt)
+            attempt.record_wait("budget", waited, counted=True)
+            if waited > 0:
+                events.emit(
+                    events.ThrottleEvent(
+                        call.id,
+                        call.provider,
+                        call.model,
+                        attempt.number,
+                        budget.account.name,
+                        waited,
+                        reason or "budget",
+                    )
+                )
+            ticket = _Ticket(costs, blind)
+            passed = _tickets.set(ticket)
+            try:
+                reply = await send(call, attempt)
+            except _Bounced:
+                if not ticket.blind:
+                    await budget.settle(Settlement(refunds=costs), self.limits, attempt.clock)
+                continue
+            except AttemptFailed as failed:
+                await budget.settle(_failed(failed, ticket), self.limits, attempt.clock)
+                raise
+            finally:
+                _tickets.reset(passed)
+            settlement = _answered(reply, ticket, prompt, completion)
+            await budget.settle(settlement, self.limits, attempt.clock)
+            return reply
+
+
+def _answered(reply: Reply, ticket: _Ticket, prompt: int, completion: int) -> Settlement:
+    usage = reply.usage
+    refunds: dict[str, float] = {}
+    # A blind take took nothing to return; a server that reports no usage keeps the estimate.
+    if usage.total_tokens and not ticket.blind:
+        refunds = {
+            "tokens": float(prompt + completion - usage.total_tokens),
+            "input_tokens": float(prompt - usage.prompt_tokens),
+            "output_tokens": float(completion - usage.completion_tokens),
+        }
+    return Settlement(refunds, observe(reply.headers))
+
+
+def _failed(failed: AttemptFailed, ticket: _Ticket) -> Settlement:
+    # The request counts against the limit (providers count rejected ones too); the tokens
+    # of an unanswered request are returned.
+    refunds: dict[str, float] = {}
+    if not ticket.blind:
+        refunds = {name: cost for name, cost in ticket.costs.items() if name != "requests"}
+    pause = failed.server_wait if failed.error.status_code == 429 else None
+    return Settlement(refunds, observe(failed.headers), pause)
+
+
+class Checkpoint:
+    """After Slots: turn back an attempt (to wait at the Budget stage again, holding no slot)
+    while its account's gate is closed, so none is sent into a pause; and take the budget now
+    for one that passed the Budget stage blind, before any limit was known, since the
+    answers it waited behind may have taught some."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+
+    async def __call__(self, call: Call, attempt: AttemptState, send: Handler) -> Reply:
+        budget = self.budget.budget()
+        if budget.paused_for(attempt.clock) > 0:
+            raise _Bounced
+        ticket = _tickets.get()
+        if ticket is not None and ticket.blind:
+            grant = await budget.take_now(ticket.costs, self.budget.limits, attempt.clock)
+            if grant is None or not grant.taken:
+                raise _Bounced
+            ticket.blind = grant.blind
+        return await send(call, attempt)
