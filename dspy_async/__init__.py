@@ -15,7 +15,7 @@ Layout, following a call from the caller down:
 """
 
 import logging as _logging
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from . import events
 from .errors import (
@@ -46,7 +46,9 @@ from .retry import RetryPolicy
 from .settings import StructuredOutputSettings, configure, context, settings
 from .signatures import InputField, OutputField, Signature, make_signature
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:  # names for the annotations below only: none of them is public
+    from typing import Any
+
     from .integrations.dspy import DSPyAsyncLM
 
 __version__ = "0.1.0"
@@ -55,7 +57,7 @@ __version__ = "0.1.0"
 _logging.getLogger("dspy_async").addHandler(_logging.NullHandler())
 
 
-def dspy_lm(lm: BaseLM | str, /, **options: Any) -> "DSPyAsyncLM":
+def dspy_lm(lm: BaseLM | str, /, **options: "Any") -> "DSPyAsyncLM":
     """A `dspy.LM` that runs a DSPy program's calls on this runtime (needs the `dspy` extra).
 
     See `dspy_async.integrations.dspy.dspy_lm`; DSPy is imported on the first call, never by
