@@ -37,10 +37,11 @@ from .errors import (
     SignatureError,
     UnsupportedParameterError,
 )
+from .example import Example
 from .lm import LM, BaseLM, LMResponse, OutputSchema
 from .module import Module
 from .predict import ChainOfThought, Predict
-from .prediction import Prediction
+from .prediction import Completions, Prediction
 from .records import Attempt, Usage
 from .retry import RetryPolicy
 from .settings import StructuredOutputSettings, configure, context, settings
@@ -76,9 +77,11 @@ __all__ = [
     "BaseLM",
     "BatchError",
     "ChainOfThought",
+    "Completions",
     "ConfigurationError",
     "ContextWindowExceededError",
     "DSPyAsyncError",
+    "Example",
     "InputField",
     "LMError",
     "LMResponse",

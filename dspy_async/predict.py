@@ -5,17 +5,23 @@ Every keyword is an input field except two reserved ones: `lm=` (the LM for this
 parameters the LM's provider takes, are checked before any request is made. The LM is, in
 order: the call's `lm=`, the one given to Predict, then `dspy.context(lm=...)`, then
 `dspy.configure(lm=...)`. A signature may have no inputs (`Predict("-> joke")()`), as in DSPy.
+
+`demos` (Examples) are shown to the model as few-shot turns before the inputs. `n=` in the
+config asks for n completions: n calls made at once, each validated (and re-asked) on its
+own, so every provider supports it; the Prediction holds the first and `completions` all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import _runtime
+from . import _checks, _runtime
 from .adapters import generate_structured
 from .errors import ConfigurationError, SignatureError
+from .example import Example
 from .lm import LM, BaseLM
 from .module import Module
 from .pipeline import trace
@@ -23,7 +29,7 @@ from .prediction import Prediction
 from .providers import get_provider
 from .providers.base import request_params
 from .settings import check_lm, settings
-from .signatures import Signature, ensure_signature
+from .signatures import OutputField, Signature, ensure_signature
 
 __all__ = ["ChainOfThought", "Predict"]
 
@@ -31,6 +37,8 @@ __all__ = ["ChainOfThought", "Predict"]
 _LM_ARGUMENTS = frozenset({"prompt", "messages", "output_schema"})
 
 REASONING_DESC = "Think step by step to reach the answer; keep it short."
+# With n > 1 and no temperature set anywhere, DSPy samples at 0.7 so the completions differ.
+N_TEMPERATURE = 0.7
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,8 @@ class _Call:
     inputs: dict[str, Any]
     params: dict[str, Any]
     max_retries: int
+    demos: tuple[Example | Mapping[str, Any], ...]
+    n: int
 
 
 class Predict(Module):
@@ -52,14 +62,32 @@ class Predict(Module):
         *,
         lm: BaseLM | None = None,
         config: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> None:
+        """`config` and keyword `options` (DSPy's `Predict(sig, n=3, temperature=1.0)`) are
+        the LM parameters of every call; a call's `config=` overrides them."""
         self.signature = ensure_signature(signature)
         if not self.signature.output_fields:
             raise SignatureError(f"{self.signature.__name__} has no output field")
         check_lm(lm)
         self.lm = lm
-        self.config = _check_config(config)
+        self.config = _check_config({**_check_config(config), **options})
         _check_params(lm, self.config)
+        self.demos: list[Example] = []
+
+    def reset(self) -> None:
+        """Forget what was learned (the demos); the signature, LM and config stay."""
+        self.demos = []
+
+    def get_config(self) -> dict[str, Any]:
+        """The LM parameters every call uses (a call's `config=` overrides them)."""
+        return self.config
+
+    def update_config(self, **options: Any) -> None:
+        """Add or change LM parameters of every call, checked as at construction."""
+        config = _check_config({**self.config, **options})
+        _check_params(self.lm, config)
+        self.config = config
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.signature!r})"
@@ -91,11 +119,17 @@ class Predict(Module):
         config = _check_config(kwargs.pop("config", None))
         inputs = self.signature.validate_inputs(kwargs)
         structured = settings.structured_outputs
+        chosen = self._resolve_lm(lm)
+        params = {**self.config, **config}
+        n = _n_of(chosen, params)
         call = _Call(
-            lm=self._resolve_lm(lm),
+            lm=chosen,
             inputs=inputs,
-            params={**self.config, **config},
+            params=params,
             max_retries=max(0, structured.max_retries) if structured.retry_enabled else 0,
+            # A copy: demos changed while the call runs (an optimizer's) do not reach it.
+            demos=_check_demos(self.demos),
+            n=n,
         )
         _check_params(call.lm, call.params)
         return call
@@ -114,18 +148,28 @@ class Predict(Module):
         # On the runtime loop, in the caller's copied context: the step's span is the parent
         # of its LM calls, and its own parent is whatever span the caller had open.
         with trace.step(self):
-            result = await generate_structured(
-                call.lm,
-                self.signature,
-                call.inputs,
-                params=call.params,
-                max_retries=call.max_retries,
-            )
+            if call.n == 1:
+                completions = [await self._complete(call)]
+            else:
+                completions = await _all_or_none([self._complete(call) for _ in range(call.n)])
+        return Prediction.from_completions(completions, signature=self.signature)
+
+    async def _complete(self, call: _Call) -> Prediction:
+        result = await generate_structured(
+            call.lm,
+            self.signature,
+            call.inputs,
+            params=call.params,
+            max_retries=call.max_retries,
+            demos=call.demos,
+        )
         return Prediction(usage=result.usage, attempts=result.attempts, **result.values)
 
 
-class ChainOfThought(Predict):
-    """Predict with a `reasoning` output placed before the others, so the model thinks first."""
+class ChainOfThought(Module):
+    """A Predict, `self.predict`, whose signature has a `reasoning` output placed before the
+    others, so the model thinks first. As in DSPy 3, the inner Predict is what optimizers and
+    `named_predictors()` see (named `predict`); arguments are passed on to it."""
 
     def __init__(
         self,
@@ -133,9 +177,26 @@ class ChainOfThought(Predict):
         *,
         lm: BaseLM | None = None,
         config: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> None:
-        extended = ensure_signature(signature).prepend_output("reasoning", str, desc=REASONING_DESC)
-        super().__init__(extended, lm=lm, config=config)
+        extended = ensure_signature(signature).prepend(
+            "reasoning", OutputField(desc=REASONING_DESC), str
+        )
+        self.predict = Predict(extended, lm=lm, config=config, **options)
+
+    @property
+    def signature(self) -> type[Signature]:
+        """The inner Predict's signature, `reasoning` included."""
+        return self.predict.signature
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.signature!r})"
+
+    def forward(self, *args: Any, **kwargs: Any) -> Prediction:
+        return self.predict(*args, **kwargs)
+
+    async def aforward(self, *args: Any, **kwargs: Any) -> Prediction:
+        return await self.predict.acall(*args, **kwargs)
 
 
 def _check_config(config: object) -> dict[str, Any]:
@@ -146,11 +207,51 @@ def _check_config(config: object) -> dict[str, Any]:
     clashes = sorted(_LM_ARGUMENTS & set(config))
     if clashes:
         raise ConfigurationError(f"config cannot set {', '.join(clashes)}: Predict sets them")
+    if "n" in config:
+        _checks.positive_int("config n (the number of completions)", config["n"])
     return dict(config)
 
 
 def _check_params(lm: BaseLM | None, params: Mapping[str, Any]) -> None:
     """Refuse parameters the provider of `lm` does not take (a misspelt `temprature`), here
-    rather than inside the call. Only an `LM` knows its provider's parameters."""
-    if isinstance(lm, LM) and params:
-        request_params(lm.provider, get_provider(lm.provider).PARAMS, {**lm.params, **params})
+    rather than inside the call. Only an `LM` knows its provider's parameters; `n` is
+    Predict's (it makes n calls), so any provider takes it."""
+    sent = {k: v for k, v in params.items() if k != "n"}
+    if isinstance(lm, LM) and sent:
+        request_params(lm.provider, get_provider(lm.provider).PARAMS, {**lm.params, **sent})
+
+
+def _n_of(lm: BaseLM, params: dict[str, Any]) -> int:
+    """Take `n` out of `params` (or the LM's defaults) and return it; each of the n calls
+    then asks for one completion, at DSPy's sampling temperature unless one is set."""
+    defaults = lm.params if isinstance(lm, LM) else {}
+    n: int = params.pop("n", defaults.get("n", 1))
+    if "n" in defaults:
+        params["n"] = 1
+    if n > 1 and "temperature" not in params and "temperature" not in defaults:
+        params["temperature"] = N_TEMPERATURE
+    return n
+
+
+def _check_demos(demos: object) -> tuple[Example | Mapping[str, Any], ...]:
+    if not isinstance(demos, list | tuple):
+        raise ConfigurationError(
+            f"demos must be a list of Examples (or dicts), not {type(demos).__name__}"
+        )
+    for index, demo in enumerate(demos):
+        if not isinstance(demo, Example | Mapping):
+            raise ConfigurationError(
+                f"demos[{index}] must be an Example or a dict, not {type(demo).__name__}"
+            )
+    return tuple(demos)
+
+
+async def _all_or_none(completions: Sequence[Coroutine[Any, Any, Prediction]]) -> list[Prediction]:
+    """Every completion, or the first error: the others are then cancelled, so they spend no
+    tokens on an answer nobody will read."""
+    tasks = [asyncio.ensure_future(c) for c in completions]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -1,32 +1,50 @@
-"""The chat messages for one call: a system message describing the task, a user message
-carrying the inputs."""
+"""The chat messages for one call: a system message describing the task, the demos as
+few-shot turns (a user turn of inputs, an assistant turn of the outputs as JSON, each), then a
+user message carrying the inputs.
+
+Demos are rendered as DSPy's ChatAdapter does: complete demos (every field present and not
+None) last, nearest the question; incomplete ones (at least one input and one output) first,
+marked as such, with missing inputs said to be missing and missing outputs left out of the
+object; others are skipped. Fields that are not the signature's are ignored. Demo values are
+data, not checked against the field types: a demo is shown, never sent as a call's input.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pydantic_core
 
+from ..example import Example
 from ..records import Message
 from ..signatures import Signature, SignatureField
 from .json_prompt import json_prompt
 
-__all__ = ["NO_INPUTS", "build_messages", "format_value"]
+__all__ = ["INCOMPLETE_DEMO", "NOT_SUPPLIED", "NO_INPUTS", "build_messages", "format_value"]
 
 NO_INPUTS = "(This task has no inputs.)"
+INCOMPLETE_DEMO = (
+    "This is an example of the task, though some input or output fields are not supplied."
+)
+NOT_SUPPLIED = "Not supplied for this particular example."
 
 
 def build_messages(
-    signature: type[Signature], inputs: Mapping[str, Any], *, json_format: bool
+    signature: type[Signature],
+    inputs: Mapping[str, Any],
+    *,
+    json_format: bool,
+    demos: Iterable[Mapping[str, Any] | Example] = (),
 ) -> list[Message]:
-    """System: the instructions and the fields; user: the inputs. With `json_format` (the
-    prompt-JSON strategy) the outputs are described as JSON keys and the user message ends
-    with an example object, instead of listing the outputs."""
+    """System: the instructions and the fields; then each demo as a user and an assistant
+    turn; user: the inputs. With `json_format` (the prompt-JSON strategy) the outputs are
+    described as JSON keys and the last user message ends with an example object, instead of
+    listing the outputs."""
     system = [signature.instructions]
     if signature.input_fields:
         system.append(_field_list("Inputs", signature.input_fields))
-    user = [f"{name}: {format_value(value)}" for name, value in inputs.items()]
+    user = [f"{name}: {_shown(signature, name, value)}" for name, value in inputs.items()]
     if not user and not json_format:
         user = [NO_INPUTS]  # a signature without inputs; providers refuse an empty user turn
     if json_format:
@@ -37,8 +55,47 @@ def build_messages(
         system.append(_field_list("Outputs", signature.output_fields))
     return [
         {"role": "system", "content": "\n\n".join(system)},
+        *demo_messages(signature, demos),
         {"role": "user", "content": "\n\n".join(user)},
     ]
+
+
+def demo_messages(
+    signature: type[Signature], demos: Iterable[Mapping[str, Any] | Example]
+) -> list[Message]:
+    """The few-shot turns of `demos`: incomplete ones first, then complete ones, in order."""
+    complete: list[Message] = []
+    incomplete: list[Message] = []
+    for demo in demos:
+        given = {k: demo[k] for k in signature.fields if k in demo and demo[k] is not None}
+        outputs = {k: v for k, v in given.items() if k in signature.output_fields}
+        if len(given) == len(signature.fields):
+            complete += _demo_turns(signature, given, outputs, prefix=None)
+        elif outputs and any(k in given for k in signature.input_fields):
+            incomplete += _demo_turns(signature, given, outputs, prefix=INCOMPLETE_DEMO)
+    return incomplete + complete
+
+
+def _demo_turns(
+    signature: type[Signature],
+    given: Mapping[str, Any],
+    outputs: Mapping[str, Any],
+    *,
+    prefix: str | None,
+) -> list[Message]:
+    lines = [
+        f"{name}: {_shown(signature, name, given[name]) if name in given else NOT_SUPPLIED}"
+        for name in signature.input_fields
+    ]
+    user = "\n\n".join([prefix, *lines] if prefix else lines)
+    answer = pydantic_core.to_json(dict(outputs), fallback=str).decode()
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+
+
+def _shown(signature: type[Signature], name: str, value: Any) -> str:
+    """An input's value as the model reads it: through the field's `format=`, if it has one."""
+    custom = signature.input_fields[name].format
+    return custom(value) if custom is not None else format_value(value)
 
 
 def format_value(value: Any) -> str:

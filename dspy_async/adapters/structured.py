@@ -8,11 +8,12 @@ LM is marked and this call (and every later one on that LM) falls back to prompt
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LMError, OutputValidationError, UnsupportedParameterError
+from ..example import Example
 from ..lm import BaseLM, Message
 from ..records import Attempt, Usage, spent
 from ..signatures import Signature
@@ -40,6 +41,7 @@ async def generate_structured(
     *,
     params: Mapping[str, Any],
     max_retries: int,
+    demos: Sequence[Mapping[str, Any] | Example] = (),
 ) -> StructuredResult:
     """Call `lm` until its reply validates, re-asking at most `max_retries` times.
 
@@ -47,7 +49,7 @@ async def generate_structured(
     provider errors (after the LM's own retries) propagate with the step's whole history.
     """
     schema = native_output_schema(signature) if lm.supports_native_structured else None
-    base = build_messages(signature, inputs, json_format=schema is None)
+    base = build_messages(signature, inputs, json_format=schema is None, demos=demos)
     turns: list[Message] = []
     log = _AttemptLog()
     replies: list[str] = []
@@ -62,7 +64,7 @@ async def generate_structured(
                 raise
             lm.supports_native_structured = False
             schema = None
-            base = build_messages(signature, inputs, json_format=True)
+            base = build_messages(signature, inputs, json_format=True, demos=demos)
             continue
         try:
             values = await aparse_output(signature, response.text)
