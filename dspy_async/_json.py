@@ -14,11 +14,16 @@ adapters/parsing.py), and `run_bounded` moves work on big texts off the event lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from . import _forksafe
 
 __all__ = [
     "MAX_CONTAINERS",
@@ -28,8 +33,8 @@ __all__ = [
     "Span",
     "loads",
     "object_spans",
+    "parse",
     "refusal",
-    "refuse_constant",
     "run_bounded",
 ]
 
@@ -63,7 +68,7 @@ class JSONError(ValueError):
 class Span:
     """An object `{...}` in a text: `text[start:end]`, nested `depth` levels (1 for `{}`),
     holding `containers` arrays and objects (itself included). `closed` is False for one
-    still open at the end of the text (`end` is then the text's)."""
+    still open where the scan ended (`end`): at the end of the text, or at a limit."""
 
     start: int
     end: int
@@ -76,7 +81,7 @@ class Span:
         return refusal(self.depth, self.containers)
 
 
-def refuse_constant(name: str) -> Any:
+def _refuse_constant(name: str) -> Any:
     """A `parse_constant` for json.loads: NaN, Infinity and -Infinity are not JSON."""
     raise JSONError(f"{name} is not a JSON value")
 
@@ -100,7 +105,57 @@ def loads(text: str | bytes) -> Any:
         refused = refusal(*_measure(text))
         if refused is not None:
             raise refused
-    return json.loads(text, parse_constant=refuse_constant)
+    return parse(text)
+
+
+def parse(text: str) -> Any:
+    """`json.loads` for text already measured within the limits; NaN/Infinity refused.
+
+    A big text is parsed with the garbage collector paused: the parser makes only acyclic
+    lists and dicts, and the full collections their number triggers midway (each holding the
+    GIL, so stalling the event loop) are most of the time spent: 0.29 s instead of 0.06 s
+    for 700,000 arrays.
+    """
+    if len(text) < OFF_LOOP_SIZE:
+        return json.loads(text, parse_constant=_refuse_constant)
+    with _collector_paused():
+        return json.loads(text, parse_constant=_refuse_constant)
+
+
+# The collector is paused while any big parse runs (they may overlap, on worker threads) and
+# resumed when the last one ends, if it was running when the first began.
+_pause_lock = _forksafe.lock()
+_pauses = 0
+_resume = False
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    global _pauses, _resume
+    with _pause_lock:
+        if not _pauses:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if not _pauses and _resume:
+                gc.enable()
+
+
+def _after_fork_in_child() -> None:
+    # A parse running on another thread at the fork is not in the child: resume for it.
+    global _pauses
+    if _pauses:
+        _pauses = 0
+        if _resume:
+            gc.enable()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _measure(text: str) -> tuple[int, int]:
@@ -132,31 +187,28 @@ def object_spans(text: str) -> Iterator[Span]:
     still open at the end of the text comes with `closed=False` (its `end` is the text's), so
     the caller can say what is wrong with it; the first such `{` is then taken for prose once
     (a model may write a stray brace before its JSON) and the scan resumes after it: at most
-    two passes. Brackets past MAX_DEPTH are counted, not stacked, so memory stays bounded.
+    two passes. An object found to be past MAX_DEPTH or MAX_CONTAINERS ends the scan there
+    (`closed=False`): it is refused, and a reply holding one is not worth reading further.
     """
     pos = 0
     resumed = False
     while (opening := _OPEN_OBJECT.search(text, pos)) is not None:
-        stack = ["{"]  # open brackets, up to MAX_DEPTH of them
+        stack = ["{"]  # the brackets open, never more than MAX_DEPTH
         open_count = {"{": 1, "[": 0}
-        excess = 0  # brackets open past MAX_DEPTH
-        depth = 1  # the deepest this object nests
-        containers = 1
+        depth = containers = 1  # the deepest this object nests, and its arrays and objects
         for match in _TOKEN.finditer(text, opening.end()):
             group = match.lastindex
             if group == _OPENER:
                 containers += 1
-                if len(stack) < MAX_DEPTH:
-                    char = text[match.start()]
-                    stack.append(char)
-                    open_count[char] += 1
-                else:
-                    excess += 1
-                depth = max(depth, len(stack) + excess)
+                if len(stack) == MAX_DEPTH or containers > MAX_CONTAINERS:
+                    depth = max(depth, len(stack) + 1)
+                    yield Span(opening.start(), match.end(), depth, containers, closed=False)
+                    return
+                char = text[match.start()]
+                stack.append(char)
+                open_count[char] += 1
+                depth = max(depth, len(stack))
             elif group == _CLOSER:
-                if excess:
-                    excess -= 1
-                    continue
                 wanted = "{" if text[match.start()] == "}" else "["
                 if not open_count[wanted]:
                     continue

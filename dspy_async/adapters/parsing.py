@@ -8,7 +8,6 @@ bounded, and `aparse_output` parses a long reply on a worker thread instead of t
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -62,7 +61,7 @@ def _parse(text: str, candidate: str | _json.Span) -> Any:
     if refused is not None:
         raise _json.JSONError(f"the object at character {candidate.start}: {refused}")
     # The scan measured this span, so the standard parser is safe on it.
-    return json.loads(text[candidate.start : candidate.end], parse_constant=_json.refuse_constant)
+    return _json.parse(text[candidate.start : candidate.end])
 
 
 def parse_output(signature: type[Signature], text: str) -> dict[str, Any]:

@@ -50,24 +50,20 @@ MAX_CLASSIFIED = 16 * 1024
 KEY_PIECE = 8
 REDACTED = "[redacted]"
 
-# Where each provider serves chat, for the message of a 404 (a wrong api_base, mostly).
+# For a 404: per provider, a path that shows a common api_base mistake, and what to say.
 _NOT_FOUND_HINTS = {
     "openai": (
-        "/v1/",
+        re.compile(r"^(?!.*/v1/)"),
         "OpenAI-compatible servers usually serve /v1/chat/completions; "
         "did you forget /v1 in api_base?",
-        "check api_base and the model name",
     ),
     "anthropic": (
-        "/v1/messages",
+        re.compile(r"/v1/v1/messages$"),
         "Anthropic serves /v1/messages; api_base is the host URL, without /v1",
-        "api_base is the host URL, without /v1; check it and the model name",
     ),
     "ollama": (
-        "/api/chat",
-        "Ollama serves /api/chat at the host URL",
-        "api_base is the host URL (for Ollama's /v1 API use openai/<model>); "
-        "check it and the model name",
+        re.compile(r"/v1/api/chat$"),
+        "Ollama serves /api/chat at the host URL (for its /v1 API, use openai/<model>)",
     ),
 }
 
@@ -227,15 +223,14 @@ async def _status_failure(
 
 
 def _not_found_hint(request: Request) -> str:
-    """Which URL was called (without credentials or query) and what the provider serves."""
+    """Which URL was called (without credentials or query) and, if its path shows a common
+    api_base mistake, what the provider serves instead."""
     url = request.endpoint.url
     shown = url.copy_with(username=None, password=None, query=None, fragment=None)
-    called = f"POST {shown} was not found"
-    hint = _NOT_FOUND_HINTS.get(request.provider_name)
-    if hint is None:
-        return f"{called}; check api_base"
-    marker, missing, present = hint
-    return f"{called}; {present if marker in url.path else missing}"
+    mistake, hint = _NOT_FOUND_HINTS.get(request.provider_name, (None, ""))
+    if mistake is None or not mistake.search(url.path):
+        hint = "check api_base and the model name"
+    return f"POST {shown} was not found; {hint}"
 
 
 def _error_class(request: Request, status: int, info: ErrorBody) -> type[LMError]:
