@@ -34,11 +34,24 @@ from dspy_async import _runtime
 from .payloads import MiB, deep_brackets, gzip_bomb, gzip_zeros, never_closed_objects
 from .servers import Handler, RawServer, canned, openai_chat
 
-__all__ = ["CASES", "Case", "Measurement", "StallProbe", "measure", "measure_in_subprocess"]
+__all__ = [
+    "CASES",
+    "MAX_STALL",
+    "Case",
+    "Measurement",
+    "StallProbe",
+    "measure",
+    "measure_in_subprocess",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-hostile-measure-0123456789"
 FAST = dspy.RetryPolicy(initial_delay=0.01, max_delay=0.02, jitter=False)
+MAX_STALL = 1.0
+"""The longest loop stall tests accept, in seconds. The fixed code measures 60-100 ms on a
+quiet 2-core machine and up to 400 ms at a load of 7 (the probe's thread waits for a core
+too); before the fixes the stacked-gzip bomb stalled the loop 35 s, the never-closed reply
+4.3 s."""
 
 
 class StallProbe:
