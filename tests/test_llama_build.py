@@ -214,6 +214,24 @@ def test_the_lock_outlives_a_killed_builder_until_its_build_ends(
             os.killpg(command_pid, signal.SIGKILL)
 
 
+def test_clean_removes_an_unfinished_build_unless_a_build_holds_it(
+    script: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DSPY_ASYNC_CACHE", str(tmp_path))
+    monkeypatch.delenv("DSPY_ASYNC_LLAMA_SERVER", raising=False)
+    root = tmp_path / f"llama-server-{script.build_key()}"
+    for folder in ("build", "src"):
+        (root / folder / "objects").mkdir(parents=True)
+    (root / "llama-server").write_bytes(b"a binary built earlier")
+    # flock is per open file: this holder excludes clean() even from the same process.
+    with script.build_lock(root / ".build.lock", time.monotonic()):
+        with pytest.raises(script.LlamaServerError, match="gave up waiting"):
+            script.clean()
+        assert (root / "build" / "objects").is_dir()
+    assert script.clean() == [root / "build", root / "src"]
+    assert sorted(p.name for p in root.iterdir()) == [".build.lock", "llama-server"]
+
+
 def test_the_build_time_bound_comes_from_the_environment(
     script: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
