@@ -135,7 +135,8 @@ def labelled(predictions: Iterable[Any]) -> list[bool]:
 
 
 def _dspy_async_predict(job: Job) -> dspy_async.Predict:
-    lm = dspy_async.LM(f"openai/{MODEL}", api_base=job.base_url, api_key=API_KEY)
+    # No response cache: every run must reach the simulator, as DSPy's does with cache=False.
+    lm = dspy_async.LM(f"openai/{MODEL}", api_base=job.base_url, api_key=API_KEY, cache=False)
     return dspy_async.Predict(Doc, lm=lm)
 
 

@@ -115,7 +115,9 @@ HEADER = [
 
 def capture_template(sim: ProviderSimulator) -> dict[str, Any]:
     """The request body dspy-async sends for a document, with MARKER where the document goes."""
-    lm = dspy_async.LM(f"openai/{MODEL}", api_base=sim.openai_base_url, api_key=API_KEY)
+    lm = dspy_async.LM(
+        f"openai/{MODEL}", api_base=sim.openai_base_url, api_key=API_KEY, cache=False
+    )
     dspy_async.Predict(Doc, lm=lm)(text=MARKER)
     body: dict[str, Any] = sim.requests[-1].body
     sim.reset()

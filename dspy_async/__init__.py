@@ -18,6 +18,7 @@ import logging as _logging
 import typing as _typing
 
 from . import events
+from .cache import configure_cache
 from .errors import (
     AuthenticationError,
     BadRequestError,
@@ -106,6 +107,7 @@ __all__ = [
     "Usage",
     "__version__",
     "configure",
+    "configure_cache",
     "context",
     "dspy_lm",
     "events",

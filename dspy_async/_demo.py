@@ -212,7 +212,8 @@ def race(args: argparse.Namespace, emails: list[str]) -> list[Outcome]:
             f"{args.concurrency} requests at a time.\n{describe(plan, len(emails))}",
             flush=True,
         )
-        lm = LM("openai/gpt-4o-mini", api_base=sim.openai_base_url, api_key="sk-demo")
+        # No response cache: every run must meet the faults, not replay an earlier run's answers.
+        lm = LM("openai/gpt-4o-mini", api_base=sim.openai_base_url, api_key="sk-demo", cache=False)
         designs: tuple[Callable[[], Outcome], ...] = (
             functools.partial(run_ours, lm, emails, args.concurrency, args.progress),
             functools.partial(run_blocking, sim, emails, args.concurrency),

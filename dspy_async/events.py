@@ -62,7 +62,9 @@ class RetryEvent:
 
 @dataclass(frozen=True, slots=True)
 class ResponseEvent:
-    """The call succeeded. `elapsed` is its whole duration in seconds, waits included."""
+    """The call succeeded. `elapsed` is its whole duration in seconds, waits included.
+    `cached`: the response cache answered it (or an identical call in flight did), with no
+    request of its own; its `usage` then counts only the `saved_tokens`."""
 
     call_id: int
     provider: str
@@ -71,6 +73,7 @@ class ResponseEvent:
     usage: Usage
     elapsed: float
     finish_reason: str | None
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)

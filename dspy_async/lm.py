@@ -14,14 +14,15 @@ import functools
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from . import _checks, _forksafe, _http, _runtime, events, usage
 from .errors import ConfigurationError, LMError
-from .pipeline import Call, compose, trace
+from .pipeline import Answer, Call, compose, compose_call, trace
+from .pipeline.cache import Cache, Verdict, check_rollout_id, split_options
 from .pipeline.send import Send
 from .pipeline.slots import Slots
 from .providers import get_provider
@@ -41,7 +42,8 @@ ROLES = frozenset({"system", "user", "assistant"})
 @dataclass(frozen=True, slots=True)
 class LMResponse:
     """What one LM call produced: the text, its token usage and every attempt it took.
-    `usage` is what every attempt was billed, failed ones included (mostly zero)."""
+    `usage` is what every attempt was billed, failed ones included (mostly zero). `cached`:
+    the response cache answered, with no request (`usage.saved_tokens` says what it saved)."""
 
     text: str
     usage: Usage
@@ -49,6 +51,21 @@ class LMResponse:
     provider: str
     attempts: tuple[Attempt, ...]
     finish_reason: str | None = None
+    cached: bool = False
+    _verdict: Verdict | None = field(default=None, repr=False, compare=False)
+
+    def accept(self) -> None:
+        """Let the response cache keep this answer, which passed the caller's checks. Needed
+        only inside `commit_on_accept()` (the structured-output adapter's way of calling);
+        other answers are kept at once."""
+        if self._verdict is not None:
+            self._verdict.accept()
+
+    def reject(self) -> None:
+        """Tell the response cache this answer failed the caller's checks: it is never served
+        again, so asking again gets a fresh answer."""
+        if self._verdict is not None:
+            self._verdict.reject()
 
 
 class BaseLM(abc.ABC):
@@ -200,6 +217,8 @@ class LM(BaseLM):
         max_concurrency: int | None = None,
         http_client: httpx.AsyncClient | None = None,
         max_response_bytes: int = _http.DEFAULT_MAX_RESPONSE_BYTES,
+        cache: bool = True,
+        rollout_id: int | None = None,
         **params: Any,
     ) -> None:
         provider_name, _, name = model.partition("/") if isinstance(model, str) else ("", "", "")
@@ -214,6 +233,8 @@ class LM(BaseLM):
             "LM max_concurrency", max_concurrency, allow_none=True
         )
         max_response_bytes = _checks.positive_int("LM max_response_bytes", max_response_bytes)
+        self.cache = _checks.boolean("LM cache", cache)
+        self.rollout_id = check_rollout_id(rollout_id)
         for arg, value, kind in (
             ("retry", retry, RetryPolicy),
             ("http_client", http_client, httpx.AsyncClient),
@@ -242,6 +263,8 @@ class LM(BaseLM):
         self._attempt = compose(
             [trace.Trace(), Slots(max_concurrency)], Send(timeout, max_response_bytes)
         )
+        # The gates of every call, around its retry loop (see pipeline/__init__.py).
+        self._call_stages = (Cache(),)
         url = self._endpoint.url
         self._origin = (url.scheme, url.host, url.port)
 
@@ -269,34 +292,56 @@ class LM(BaseLM):
         call = self._start_call(messages, output_schema, params)
         started = time.monotonic()
         with trace.call(call, messages) as traced:  # a no-op unless instrumented
+            retries = functools.partial(self._retries, traced)
             try:
-                reply, attempts = await call_with_retries(
-                    functools.partial(self._attempt, call),
-                    self.retry,
-                    enabled=settings.retry_enabled,
-                    on_retry=functools.partial(self._on_retry, call.id, traced),
-                )
+                answer = await compose_call(self._call_stages, retries)(call)
             except LMError as error:
                 elapsed = time.monotonic() - started
                 failure = events.FailureEvent(call.id, *self._names, error.attempts, error, elapsed)
                 events.emit(failure)
                 raise
+            reply, attempts = answer.reply, answer.attempts
             billed = spent(attempts)
             traced.answered(reply, billed)
         elapsed = time.monotonic() - started
         logger.debug(
-            "%s/%s: answered in %.2f s after %d attempt(s), %d tokens",
+            "%s/%s: answered in %.2f s after %d attempt(s), %d tokens%s",
             *self._names,
-            *(elapsed, len(attempts), billed.total_tokens),
+            *(elapsed, len(attempts), billed.total_tokens, " (cached)" * answer.cached),
         )
+        provider, model = self._names
         events.emit(
             events.ResponseEvent(
-                call.id, *self._names, attempts, billed, elapsed, reply.finish_reason
+                call.id,
+                provider,
+                model,
+                attempts,
+                billed,
+                elapsed,
+                reply.finish_reason,
+                cached=answer.cached,
             )
         )
         return LMResponse(
-            reply.text, billed, self.model, self.provider, attempts, reply.finish_reason
+            reply.text,
+            billed,
+            self.model,
+            self.provider,
+            attempts,
+            reply.finish_reason,
+            answer.cached,
+            answer.verdict,
         )
+
+    async def _retries(self, traced: trace.CallTrace, call: Call) -> Answer:
+        """The innermost link of the call chain: the attempts and the backoffs between them."""
+        reply, attempts = await call_with_retries(
+            functools.partial(self._attempt, call),
+            self.retry,
+            enabled=settings.retry_enabled,
+            on_retry=functools.partial(self._on_retry, call.id, traced),
+        )
+        return Answer(reply, attempts)
 
     def _start_call(
         self,
@@ -305,6 +350,9 @@ class LM(BaseLM):
         params: dict[str, Any],
     ) -> Call:
         """The call's request and where it goes; on the runtime loop, which owns the pool."""
+        cache, rollout_id, params = split_options(
+            params, cache=self.cache, rollout_id=self.rollout_id
+        )
         schema = output_schema if self.supports_native_structured else None
         provider = get_provider(self.provider)
         request = Request(
@@ -314,10 +362,13 @@ class LM(BaseLM):
             provider.build_body(self.model, messages, {**self.params, **params}, schema),
             structured=schema is not None,
         )
-        if self._http_client is not None:
-            return Call(events.new_call_id(), *self._names, request, self._http_client, None)
-        pool = _http.shared_pool(self._origin)
-        return Call(events.new_call_id(), *self._names, request, pool.transport, pool.slots)
+        sender: _http.Sender | None = self._http_client
+        slots = None
+        if sender is None:
+            pool = _http.shared_pool(self._origin)
+            sender, slots = pool.transport, pool.slots
+        call_id = events.new_call_id()
+        return Call(call_id, *self._names, request, sender, slots, cache, rollout_id)
 
     def _on_retry(
         self,

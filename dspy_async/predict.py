@@ -25,6 +25,7 @@ from .example import Example
 from .lm import LM, BaseLM
 from .module import Module
 from .pipeline import trace
+from .pipeline.cache import nth_completion, split_options
 from .prediction import Prediction
 from .providers import get_provider
 from .providers.base import request_params
@@ -151,18 +152,19 @@ class Predict(Module):
             if call.n == 1:
                 completions = [await self._complete(call)]
             else:
-                completions = await _all_or_none([self._complete(call) for _ in range(call.n)])
+                completions = await _all_or_none([self._complete(call, i) for i in range(call.n)])
         return Prediction.from_completions(completions, signature=self.signature)
 
-    async def _complete(self, call: _Call) -> Prediction:
-        result = await generate_structured(
-            call.lm,
-            self.signature,
-            call.inputs,
-            params=call.params,
-            max_retries=call.max_retries,
-            demos=call.demos,
-        )
+    async def _complete(self, call: _Call, index: int = 0) -> Prediction:
+        with nth_completion(index):  # n identical requests: each its own cache entry
+            result = await generate_structured(
+                call.lm,
+                self.signature,
+                call.inputs,
+                params=call.params,
+                max_retries=call.max_retries,
+                demos=call.demos,
+            )
         return Prediction(usage=result.usage, attempts=result.attempts, **result.values)
 
 
@@ -214,10 +216,12 @@ def _check_config(config: object) -> dict[str, Any]:
 
 def _check_params(lm: BaseLM | None, params: Mapping[str, Any]) -> None:
     """Refuse parameters the provider of `lm` does not take (a misspelt `temprature`), here
-    rather than inside the call. Only an `LM` knows its provider's parameters; `n` is
+    rather than inside the call. Only an `LM` knows its provider's parameters; the cache's
+    options (`cache`, `rollout_id`) are its own, checked here too, and never sent; `n` is
     Predict's (it makes n calls), so any provider takes it."""
-    sent = {k: v for k, v in params.items() if k != "n"}
-    if isinstance(lm, LM) and sent:
+    params = {k: v for k, v in params.items() if k != "n"}
+    if isinstance(lm, LM) and params:
+        _, _, sent = split_options(params, cache=lm.cache, rollout_id=lm.rollout_id)
         request_params(lm.provider, get_provider(lm.provider).PARAMS, {**lm.params, **sent})
 
 

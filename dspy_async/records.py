@@ -37,13 +37,15 @@ class Usage:
     `prompt_tokens` counts every input token, including those the provider read from or wrote
     to its prompt cache; `cache_read_tokens` and `cache_creation_tokens` say how many of them
     were (a part of `prompt_tokens`, never added to it: OpenAI reports reads only, Ollama
-    neither).
+    neither). `saved_tokens` are the tokens dspy-async's response cache saved: a call it
+    answered spends none, and saves the total of the call whose answer it served.
     """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
+    saved_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -55,6 +57,7 @@ class Usage:
             self.completion_tokens + other.completion_tokens,
             self.cache_read_tokens + other.cache_read_tokens,
             self.cache_creation_tokens + other.cache_creation_tokens,
+            self.saved_tokens + other.saved_tokens,
         )
 
     def to_dict(self) -> dict[str, int]:
@@ -64,6 +67,7 @@ class Usage:
             "total_tokens": self.total_tokens,
             "cache_read_tokens": self.cache_read_tokens,
             "cache_creation_tokens": self.cache_creation_tokens,
+            "saved_tokens": self.saved_tokens,
         }
 
 
@@ -88,7 +92,9 @@ class Attempt:
     `waited` is the backoff before it; `gates` the waits at the pipeline's gates (slots, ...)
     after that backoff; `elapsed` the time from leaving the gates to the end of the attempt.
     `usage` is what the provider billed for it: a failed attempt's is zero unless its reply
-    reported tokens (a 200 whose body could not be used).
+    reported tokens (a 200 whose body could not be used). `cached` marks the one attempt of a
+    call the response cache answered, with no request: its `usage` has only `saved_tokens`,
+    and its one gate, if any, is the wait ("flight") for an identical call in flight.
     """
 
     number: int
@@ -99,6 +105,7 @@ class Attempt:
     elapsed: float = 0.0
     usage: Usage = field(default_factory=Usage)
     gates: tuple[Wait, ...] = ()
+    cached: bool = False
 
 
 def spent(attempts: Iterable[Attempt]) -> Usage:

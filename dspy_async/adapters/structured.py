@@ -3,6 +3,10 @@
 Everything runs in one coroutine on the runtime loop, so a re-ask blocks nothing. The native
 strategy is used while the LM supports it; when a provider rejects the native parameter, the
 LM is marked and this call (and every later one on that LM) falls back to prompt JSON.
+
+Replies are asked for under `commit_on_accept()`: the response cache keeps one only once it
+validated (`response.accept()`), and one that did not (`response.reject()`) is never served
+again, even if it came from the cache, so the re-ask and every later call get a fresh answer.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 from ..errors import LMError, OutputValidationError, UnsupportedParameterError
 from ..example import Example
 from ..lm import BaseLM, Message
+from ..pipeline.cache import commit_on_accept
 from ..records import Attempt, Usage, spent
 from ..signatures import Signature
 from .messages import build_messages
@@ -56,7 +61,8 @@ async def generate_structured(
     errors: list[str] = []
     while True:
         try:
-            response = await lm.acall(messages=[*base, *turns], output_schema=schema, **params)
+            with commit_on_accept():
+                response = await lm.acall(messages=[*base, *turns], output_schema=schema, **params)
         except LMError as exc:
             log.add(exc.attempts, usage=spent(exc.attempts))  # a refused 200 is billed
             if schema is None or not isinstance(exc, UnsupportedParameterError):
@@ -69,6 +75,7 @@ async def generate_structured(
         try:
             values = await aparse_output(signature, response.text)
         except InvalidOutput as exc:
+            response.reject()
             error = str(exc)
             log.add(response.attempts, usage=response.usage, invalid=error)
             replies.append(response.text)
@@ -84,6 +91,7 @@ async def generate_structured(
                 ) from None
             turns += reask_messages(response.text, error)
             continue
+        response.accept()
         log.add(response.attempts, usage=response.usage)
         return StructuredResult(values, log.usage, tuple(log.attempts))
 

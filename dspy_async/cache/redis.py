@@ -46,8 +46,10 @@ class RedisTier:
         self.ttl = ttl
         self.where = redacted(url)
         self._token = object()  # names this tier's client among the loop's resources
+        self._ttl_ms = None if ttl is None else max(1, round(ttl * 1000))
         self._down_until = 0.0
         self._down = False
+        self._unsent: dict[str, bytes | None] = {}
 
     @staticmethod
     def check(url: object) -> str:
@@ -69,22 +71,53 @@ class RedisTier:
         return None if value is None else decode(value)
 
     def put(self, key: str, entry: Entry) -> None:
-        ttl_ms = None if self.ttl is None else max(1, round(self.ttl * 1000))
-        value = entry.encode()
-        self._in_background(lambda client: client.set(PREFIX + key, value, px=ttl_ms))
+        self._write(key, entry.encode())
 
     def delete(self, key: str) -> None:
-        self._in_background(lambda client: client.delete(PREFIX + key))
+        self._write(key, None)
 
     def close(self) -> None:
-        """Close the client's connections (writes queued before this still go out)."""
-        self._in_background(lambda client: client.aclose())
+        """Send the writes still queued, then close the client's connections."""
 
-    def _in_background(self, operation: Operation) -> None:
-        # Writes never hold up the call that made them; they run on the runtime loop, which
-        # owns the client, whichever thread accepted the answer.
-        with contextlib.suppress(RuntimeClosedError):  # at exit: the entry is not shared
-            _runtime.submit(self._run(operation))
+        async def close(client: Redis) -> None:
+            await self._flush(client)
+            await client.aclose()
+
+        with contextlib.suppress(RuntimeClosedError):
+            _runtime.submit(self._run(close))
+
+    def _write(self, key: str, value: bytes | None) -> None:
+        """Queue setting `key` to `value` (None: deleting it), sent on the runtime loop, which
+        owns the client, whichever thread accepted the answer: no call waits for it."""
+        # Kept in `_unsent` until sent: the runtime cancels its tasks at interpreter exit,
+        # and then the client's closing sends what they did not, so a script's last answers
+        # still reach the fleet. One dict operation each: safe from any thread.
+        self._unsent[key] = value
+        with contextlib.suppress(RuntimeClosedError):
+            _runtime.submit(self._run(lambda client: self._send(client, key)))
+
+    async def _send(self, client: Redis, key: str) -> None:
+        # Only this loop removes keys from `_unsent`; other threads only set them.
+        if key not in self._unsent:
+            return  # sent already, by the task of a later write of the same key
+        value = self._unsent[key]
+        if value is None:
+            await client.delete(PREFIX + key)
+        else:
+            await client.set(PREFIX + key, value, px=self._ttl_ms)
+        if key in self._unsent and self._unsent[key] is value:  # not rewritten meanwhile
+            del self._unsent[key]
+
+    async def _flush(self, client: Redis) -> None:
+        unsent, self._unsent = self._unsent, {}
+        if unsent:
+            async with client.pipeline(transaction=False) as pipe:
+                for key, value in unsent.items():
+                    if value is None:
+                        pipe.delete(PREFIX + key)
+                    else:
+                        pipe.set(PREFIX + key, value, px=self._ttl_ms)
+                await pipe.execute()
 
     async def _run(self, operation: Operation) -> Any:
         if self._down and time.monotonic() < self._down_until:
@@ -114,7 +147,8 @@ class RedisTier:
         def connect() -> Redis:
             return Redis.from_url(self.url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT)
 
-        async def close(client: Redis) -> None:
+        async def close(client: Redis) -> None:  # at exit, after the runtime's tasks
+            await self._run(self._flush)
             await client.aclose()
 
         return _runtime.loop_resource(("dspy_async.cache.redis", self._token), connect, close=close)

@@ -7,7 +7,8 @@ candidates and its own retries. `DSPyAsyncLM` is a `dspy.LM` with a sync and an 
 that send each request through a dspy-async `LM`, so the attempts, the retry policy,
 `Retry-After`, the shared connection pool and `max_concurrency` are dspy-async's. DSPy's
 retries are pinned at zero so that the two never stack; DSPy's response cache stays on by
-default, as on `dspy.LM` (dspy-async has none of its own yet).
+default, as on `dspy.LM`, and the dspy-async LM built from a model id has its own cache off,
+so that each answer is cached once, as DSPy's `cache=` says.
 
 A DSPy worker thread waiting on a call blocks only itself: the call runs on the runtime loop,
 and while it waits out a backoff it holds no slot of `max_concurrency`. So
@@ -91,7 +92,7 @@ def dspy_lm(
             if "retry" in lm_options:
                 raise ConfigurationError("pass num_retries or retry=RetryPolicy(...), not both")
             lm_options["retry"] = RetryPolicy(max_attempts=num_retries + 1)
-        lm = LM(lm, **lm_options)
+        lm = LM(lm, cache=False, **lm_options)  # DSPy's cache, above it, is the one
     elif lm_options or num_retries is not None:
         given = sorted([*lm_options, *(["num_retries"] if num_retries is not None else [])])
         raise ConfigurationError(
@@ -223,6 +224,8 @@ class _Link:
             "max_concurrency": lm.max_concurrency,
             "max_response_bytes": lm.max_response_bytes,
             "params": dict(lm.params),
+            "cache": lm.cache,
+            "rollout_id": lm.rollout_id,
         }
 
     async def complete(self, request: lm15.Request) -> lm15.Response:

@@ -33,7 +33,15 @@ from ..providers.base import Reply
 from ..records import Attempt, Usage, Wait
 from . import Answer, Call, CallHandler
 
-__all__ = ["OPTIONS", "Cache", "Verdict", "commit_on_accept", "split_options"]
+__all__ = [
+    "OPTIONS",
+    "Cache",
+    "Verdict",
+    "check_rollout_id",
+    "commit_on_accept",
+    "nth_completion",
+    "split_options",
+]
 
 OPTIONS = frozenset({"cache", "rollout_id"})
 """Call parameters the cache takes for itself: they are never sent to the provider."""
@@ -41,6 +49,22 @@ OPTIONS = frozenset({"cache", "rollout_id"})
 _on_accept: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "dspy_async_commit_on_accept", default=False
 )
+
+
+_completion: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "dspy_async_completion", default=0
+)
+
+
+@contextmanager
+def nth_completion(index: int) -> Iterator[None]:
+    """Calls made inside are completion `index` of several asked of one request (Predict's
+    `n`): each has its own entry, so that n identical requests get n answers, not one shared."""
+    token = _completion.set(index)
+    try:
+        yield
+    finally:
+        _completion.reset(token)
 
 
 @contextmanager
@@ -110,7 +134,9 @@ class Cache:
             return await proceed(call)
         started = time.monotonic()
         request = call.request
-        key = cache_key(call.provider, request.endpoint.url, request.body, call.rollout_id)
+        key = cache_key(
+            call.provider, request.endpoint.url, request.body, call.rollout_id, _completion.get()
+        )
         # No wait between asking memory and joining or leading a flight: a call that finished
         # in between would otherwise be in neither, and this one would ask the provider again.
         entry = store.recall(key)
