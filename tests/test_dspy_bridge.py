@@ -546,6 +546,23 @@ def test_dspy_cache_is_on_by_default_and_off_when_asked(sim: ProviderSimulator) 
         assert len(sim.requests) == sent
 
 
+def test_the_lms_own_cache_is_skipped_so_nothing_is_cached_twice(
+    sim: ProviderSimulator, response_cache: Any
+) -> None:
+    inner = dspy_async.LM(
+        "openai/gpt-4o-mini", api_base=sim.openai_base_url, api_key=KEY, retry=FAST
+    )
+    bridge = dspy_async.dspy_lm(inner, cache=False)  # DSPy's cache off as well
+    sim.respond(None, output=chat(answer="fresh"))
+    question = f"a question never asked before: {uuid.uuid4()}"
+
+    assert [ask(bridge, question).answer for _ in range(2)] == ["fresh", "fresh"]
+    assert len(sim.requests) == 2
+    inner(question)
+    inner(question)  # the LM's own calls still use its cache
+    assert len(sim.requests) == 3
+
+
 # -- copies, pickles, saved programs, forks -------------------------------------------------
 
 

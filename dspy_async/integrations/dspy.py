@@ -6,9 +6,9 @@ what surrounds one attempt: history, callbacks, usage tracking, its response cac
 candidates and its own retries. `DSPyAsyncLM` is a `dspy.LM` with a sync and an async engine
 that send each request through a dspy-async `LM`, so the attempts, the retry policy,
 `Retry-After`, the shared connection pool and `max_concurrency` are dspy-async's. DSPy's
-retries are pinned at zero so that the two never stack; DSPy's response cache stays on by
-default, as on `dspy.LM`, and the dspy-async LM built from a model id has its own cache off,
-so that each answer is cached once, as DSPy's `cache=` says.
+retries are pinned at zero so that the two never stack. DSPy's response cache is the one
+DSPy's calls use (on by default, as on `dspy.LM`): the dspy-async LM's own cache is skipped
+for them, so that each answer is cached once, as DSPy's `cache=` says.
 
 A DSPy worker thread waiting on a call blocks only itself: the call runs on the runtime loop,
 and while it waits out a backoff it holds no slot of `max_concurrency`. So
@@ -92,7 +92,7 @@ def dspy_lm(
             if "retry" in lm_options:
                 raise ConfigurationError("pass num_retries or retry=RetryPolicy(...), not both")
             lm_options["retry"] = RetryPolicy(max_attempts=num_retries + 1)
-        lm = LM(lm, cache=False, **lm_options)  # DSPy's cache, above it, is the one
+        lm = LM(lm, **lm_options)
     elif lm_options or num_retries is not None:
         given = sorted([*lm_options, *(["num_retries"] if num_retries is not None else [])])
         raise ConfigurationError(
@@ -232,6 +232,10 @@ class _Link:
         """Send `request` through the LM; failures become the dspy.lm15 errors DSPy maps."""
         messages = _chat_messages(request)
         schema, params = _call_options(self.lm.provider, request.config)
+        if getattr(self.lm, "cache", False):
+            # DSPy's response cache, around this engine, answers DSPy's calls: the LM's own is
+            # skipped for them, so that no answer is cached twice.
+            params["cache"] = False
         try:
             response = await self._ask(messages, schema, params)
         except (LMError, ConfigurationError) as error:
