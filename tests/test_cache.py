@@ -4,10 +4,12 @@ single-flight, validation, bounds and configuration."""
 from __future__ import annotations
 
 import asyncio
+import pickle
 import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -489,3 +491,15 @@ def test_each_of_n_completions_has_its_own_entry(
     assert len(sim.requests) == 3
     assert [c.answer for c in again.completions] == [c.answer for c in first.completions]
     assert all(a.cached for c in again.completions for a in c.attempts)
+
+
+def test_a_response_pickles_without_its_cache(
+    provider_simulator: ProviderSimulator, response_cache: ResponseCache
+) -> None:
+    lm = make_lm(provider_simulator)
+    lm("copied")
+    hit = lm("copied")
+    for copy in (pickle.loads(pickle.dumps(hit)), deepcopy(hit)):
+        assert copy == hit and copy.cached
+        copy.reject()  # a copy's verdict reaches no cache
+    assert lm("copied").cached and len(provider_simulator.requests) == 1

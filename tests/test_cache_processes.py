@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sqlite3
 import subprocess
 import sys
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from dspy_async.cache import ResponseCache
 from dspy_async.cache.disk import DB_NAME
 from dspy_async.cache.entry import decode
+from dspy_async.lm import LM
 from dspy_async.testing import ProviderSimulator
 
 # A child process: configure the cache as told, ask the prompts, print what came back.
@@ -134,3 +137,26 @@ def test_two_processes_share_answers_through_redis(
     assert not any(cached for _, cached in first)
     assert second == [[text, True] for text, _ in first]
     assert len(provider_simulator.requests) == 10
+
+
+@pytest.mark.slow
+def test_a_forked_child_keeps_the_cache_working(
+    provider_simulator: ProviderSimulator, response_cache: ResponseCache
+) -> None:
+    lm = LM("openai/test-model", api_base=provider_simulator.openai_base_url, api_key="sk-f")
+    parent = lm("asked before the fork")  # the disk tier's thread runs in the parent
+    context = multiprocessing.get_context("fork")
+    results = context.SimpleQueue()
+
+    def child() -> None:
+        inherited = lm("asked before the fork")  # the memory tier came along
+        new = lm("asked in the child")  # written to disk by the child's own cache thread
+        results.put((inherited.cached, inherited.text, new.cached))
+
+    process = context.Process(target=child)
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0
+    assert results.get() == (True, parent.text, False)
+    assert lm("asked in the child").cached  # the parent reads what the child wrote
+    assert len(provider_simulator.requests) == 2

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -114,6 +114,10 @@ class Verdict:
         self._key = key
         self._pending = pending
 
+    def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
+        # A copy of a response (pickled to another process, deep-copied) reaches no cache.
+        return _no_verdict, ()
+
     def accept(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
@@ -123,6 +127,10 @@ class Verdict:
         pending, self._pending = self._pending, None
         if pending is None:
             self._cache.delete(self._key)
+
+
+def _no_verdict() -> None:
+    return None
 
 
 class Cache:
