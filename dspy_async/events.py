@@ -1,4 +1,5 @@
-"""Subscribe to what LM calls do: each request sent, each retry, each call's end.
+"""Subscribe to what LM calls do: each request sent, each wait for rate-limit budget, each
+retry, each call's end.
 
     def on_event(event: dspy.events.LMEvent) -> None:
         if isinstance(event, dspy.events.RetryEvent):
@@ -31,6 +32,7 @@ __all__ = [
     "RequestEvent",
     "ResponseEvent",
     "RetryEvent",
+    "ThrottleEvent",
     "subscribe",
 ]
 
@@ -88,7 +90,23 @@ class FailureEvent:
     elapsed: float
 
 
-LMEvent: TypeAlias = RequestEvent | RetryEvent | ResponseEvent | FailureEvent
+@dataclass(frozen=True, slots=True)
+class ThrottleEvent:
+    """Attempt `attempt` waited `seconds` for the rate-limit budget `budget` (provider, model,
+    origin and a fingerprint of the key, never the key) before it could be sent. `reason` is
+    what was short: "requests", "tokens", "input_tokens", "output_tokens", or "pause" (a
+    429's Retry-After closed the budget's gate)."""
+
+    call_id: int
+    provider: str
+    model: str
+    attempt: int
+    budget: str
+    seconds: float
+    reason: str
+
+
+LMEvent: TypeAlias = RequestEvent | RetryEvent | ResponseEvent | FailureEvent | ThrottleEvent
 Subscriber = Callable[[LMEvent], object]
 
 # Serialises subscribe/unsubscribe; `emit` reads the tuple without it (copy-on-write).

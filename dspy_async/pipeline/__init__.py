@@ -8,7 +8,11 @@ it, once per attempt:
     call        Cache      the response cache: a hit, or an identical call in flight, answers
                            without a request; the answer is kept once the caller accepts it
                 retry loop
-    attempt     Slots      batch scopes, the LM's max_concurrency, the origin's connection pool
+    attempt     Budget     the account's rate-limit budget: 1 request + estimated tokens,
+                           waited for holding no slot; settled with real usage and headers
+                Limiter    the adaptive (AIMD) in-flight limit, with adaptive_concurrency=True
+                Slots      batch scopes, the LM's max_concurrency, the origin's connection pool
+                Checkpoint turns back to Budget an attempt that got its slot during a pause
                 Send       the request event, the attempt's timeout, providers.exchange()
 
 Each stage is a small object with one job that does its part and hands the call (or the

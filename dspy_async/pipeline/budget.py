@@ -156,10 +156,8 @@ class AccountBudget:
 
     async def take_now(
         self, costs: Mapping[str, float], limits: Mapping[str, Limit], clock: _clock.Clock
-    ) -> Grant | None:
-        """Take without waiting; None when others are queued (they come first)."""
-        if self._queue:
-            return None
+    ) -> Grant:
+        """Take without waiting or queueing (for an attempt that already queued once)."""
         return await self.store.take(self.account.key, costs, limits, clock.monotonic())
 
     def _leave(self, entry: tuple[AttemptState, asyncio.Future[bool]]) -> None:
@@ -342,7 +340,7 @@ class Checkpoint:
         ticket = _tickets.get()
         if ticket is not None and ticket.blind:
             grant = await budget.take_now(ticket.costs, self.budget.limits, attempt.clock)
-            if grant is None or not grant.taken:
+            if not grant.taken:
                 raise _Bounced
             ticket.blind = grant.blind
         return await send(call, attempt)

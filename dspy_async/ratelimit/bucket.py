@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_PERIOD",
     "DIMENSIONS",
     "HEADROOM",
+    "START_MARGIN",
     "Bucket",
     "Grant",
     "Level",
@@ -37,6 +38,9 @@ DEFAULT_PERIOD = 60.0
 # provider a little after it took its budget, and the provider's bucket started refilling a
 # little after ours, so running exactly at the limit would meet a 429 now and then.
 HEADROOM = 0.98
+# A budget's first take starts its refill this much later: the provider's bucket starts
+# refilling when our first request arrives, a little after we took it.
+START_MARGIN = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +84,9 @@ class Settlement:
 
 @dataclass(slots=True)
 class Level:
-    """One dimension's state: its level at clock time `updated`, and the limit the headers
-    taught (None if none did; a configured limit is passed in with every call instead)."""
+    """One dimension's state: its level at clock time `updated` (refilling from then on,
+    which may be a moment ahead), and the limit the headers taught (None if none did; a
+    configured limit is passed in with every call instead)."""
 
     level: float
     updated: float
@@ -119,14 +124,19 @@ class Bucket:
                 continue
             level = current[dimension] = limit.capacity if known is None else known.at(now, limit)
             short = (min(cost, limit.capacity) - level) / limit.rate
+            if short > 0 and known is not None:
+                short += max(0.0, known.updated - now)  # its refill has not started yet
             if short > wait:
                 wait, reason = short, dimension
         if wait > 0:
             return Grant(wait, reason)
         for dimension, level in current.items():
             known = self.levels.get(dimension)
-            learned = None if known is None else known.learned
-            self.levels[dimension] = Level(level - costs[dimension], now, learned)
+            if known is None:  # the provider's bucket starts refilling on our first arrival
+                self.levels[dimension] = Level(level - costs[dimension], now + START_MARGIN)
+            else:
+                since = max(now, known.updated)
+                self.levels[dimension] = Level(level - costs[dimension], since, known.learned)
         return Grant(0.0, blind=not current)
 
     def settle(self, settlement: Settlement, configured: Mapping[str, Limit], now: float) -> None:
@@ -145,16 +155,23 @@ class Bucket:
             if seen is not None and seen.remaining is not None:
                 # The server counts what others sharing the key spent too: never more than it says.
                 level = min(level, seen.remaining)
-            self.levels[dimension] = Level(level, now, learned)
+            since = now if known is None else max(now, known.updated)
+            self.levels[dimension] = Level(level, since, learned)
         if settlement.pause is not None and settlement.pause > 0:
             self.paused_until = max(self.paused_until, now + settlement.pause)
 
 
 def _learned(seen: Observation, before: Limit | None) -> Limit:
     """The limit a response describes: its capacity, refilling at the rate that fills what is
-    missing in `reset` seconds (else the rate known before, else a minute's worth)."""
-    if seen.remaining is not None and seen.reset and seen.remaining < seen.limit:
-        return Limit(seen.limit, (seen.limit - seen.remaining) / seen.reset * HEADROOM)
+    missing in `reset` seconds (else the rate known before, else a minute's worth).
+
+    Providers round `remaining` down to a whole number, so up to one more than it says is
+    missing: the rate is worked out from one less, which never overestimates it (and is
+    not worked out at all from a deficit of one, where that would leave nothing).
+    """
+    if seen.remaining is not None and seen.reset and seen.limit - seen.remaining >= 2:
+        missing = seen.limit - seen.remaining - 1
+        return Limit(seen.limit, missing / seen.reset * HEADROOM)
     if before is not None:
         return Limit(seen.limit, before.rate)
     return Limit.per(seen.limit, DEFAULT_PERIOD)

@@ -22,7 +22,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
-from .bucket import DEFAULT_PERIOD, DIMENSIONS, HEADROOM, Grant, Limit, Settlement
+from .bucket import (
+    DEFAULT_PERIOD,
+    DIMENSIONS,
+    HEADROOM,
+    START_MARGIN,
+    Grant,
+    Limit,
+    Settlement,
+)
 from .store import LocalStore
 
 if TYPE_CHECKING:
@@ -74,17 +82,19 @@ for i, dim in ipairs(dims) do
     local level = level_at(dim, cap, rate)
     levels[dim] = level - cost
     local short = (math.min(cost, cap) - level) / rate
+    if short > 0 and h[dim .. ':t'] then short = short + math.max(0, h[dim .. ':t'] - now) end
     if short > wait then wait, reason = short, dim end
   end
 end
 if wait > 0 then return {0, tostring(wait), reason, 0} end
 for dim, level in pairs(levels) do
-  redis.call('HSET', key, dim .. ':level', tostring(level), dim .. ':t', tostring(now))
+  local since = math.max(now, h[dim .. ':t'] or (now + __START_MARGIN__))
+  redis.call('HSET', key, dim .. ':level', tostring(level), dim .. ':t', tostring(since))
 end
 if not next(levels) then return {1, '0', '', 1} end
 redis.call('EXPIRE', key, ARGV[1])
 return {1, '0', '', 0}
-"""
+""".replace("__START_MARGIN__", repr(START_MARGIN))
 )
 
 # ARGV: ttl, pause (<= 0: none), then per dimension: refund, configured capacity and rate,
@@ -99,8 +109,8 @@ for i, dim in ipairs(dims) do
     tonumber(ARGV[base + 5])
   local learned_cap, learned_rate = h[dim .. ':cap'], h[dim .. ':rate']
   if limit > 0 then
-    if remaining >= 0 and reset > 0 and remaining < limit then
-      learned_rate = (limit - remaining) / reset * __HEADROOM__
+    if remaining >= 0 and reset > 0 and limit - remaining >= 2 then
+      learned_rate = (limit - remaining - 1) / reset * __HEADROOM__
     elseif not learned_rate then
       learned_rate = limit / __PERIOD__ * __HEADROOM__
     end
@@ -112,7 +122,8 @@ for i, dim in ipairs(dims) do
   if cap then
     local level = math.min(cap, level_at(dim, cap, rate) + refund)
     if limit > 0 and remaining >= 0 then level = math.min(level, remaining) end
-    redis.call('HSET', key, dim .. ':level', tostring(level), dim .. ':t', tostring(now))
+    local since = math.max(now, h[dim .. ':t'] or now)
+    redis.call('HSET', key, dim .. ':level', tostring(level), dim .. ':t', tostring(since))
   end
 end
 local pause = tonumber(ARGV[2])
