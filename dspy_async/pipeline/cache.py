@@ -46,11 +46,10 @@ __all__ = [
 OPTIONS = frozenset({"cache", "rollout_id"})
 """Call parameters the cache takes for itself: they are never sent to the provider."""
 
+# Set for the task that makes the calls (and the work it starts), read by the stage.
 _on_accept: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "dspy_async_commit_on_accept", default=False
 )
-
-
 _completion: contextvars.ContextVar[int] = contextvars.ContextVar(
     "dspy_async_completion", default=0
 )
