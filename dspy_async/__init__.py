@@ -11,7 +11,9 @@ Layout, following a call from the caller down:
     errors.py, records.py      the exception hierarchy; usage and attempt records
     settings.py                configure() and context()
     testing/                   ProviderSimulator, DummyLM, pytest plugin
-    integrations/              dspy_lm(): DSPy's own programs on this runtime, DSPy imported on use
+    integrations/              dspy_lm(): DSPy's own programs on this runtime, DSPy imported on use;
+                               otel.py: OpenTelemetry spans and metrics, on with instrument()
+    usage.py                   track_usage(): tokens per program run; Price for cost estimates
 """
 
 import logging as _logging
@@ -41,12 +43,14 @@ from .errors import (
 from .example import Example
 from .lm import LM, BaseLM, LMResponse, OutputSchema
 from .module import Module
+from .pipeline.trace import instrument, uninstrument
 from .predict import ChainOfThought, Predict
 from .prediction import Completions, Prediction
 from .records import Attempt, Usage
 from .retry import RetryPolicy
 from .settings import StructuredOutputSettings, configure, context, settings
 from .signatures import InputField, OutputField, Signature, make_signature
+from .usage import Price, UsageTracker, track_usage
 
 if _typing.TYPE_CHECKING:  # names for the annotations below only: none of them is public
     from typing import Any
@@ -92,6 +96,7 @@ __all__ = [
     "OutputValidationError",
     "Predict",
     "Prediction",
+    "Price",
     "ProviderConnectionError",
     "ProviderResponseError",
     "ProviderServerError",
@@ -105,12 +110,16 @@ __all__ = [
     "StructuredOutputSettings",
     "UnsupportedParameterError",
     "Usage",
+    "UsageTracker",
     "__version__",
     "configure",
     "configure_cache",
     "context",
     "dspy_lm",
     "events",
+    "instrument",
     "make_signature",
     "settings",
+    "track_usage",
+    "uninstrument",
 ]

@@ -117,10 +117,10 @@ class BaseLM(abc.ABC):
         self._count(response.usage)
         return response
 
-    def _count(self, spent: Usage) -> None:
+    def _count(self, billed: Usage) -> None:
         with self._lock:
-            self._usage += spent
-        usage.record(f"{self.provider}/{self.model}", spent)
+            self._usage += billed
+        usage.record(f"{self.provider}/{self.model}", billed)
 
     def __call__(
         self,
@@ -302,7 +302,7 @@ class LM(BaseLM):
                 raise
             reply, attempts = answer.reply, answer.attempts
             billed = spent(attempts)
-            traced.answered(reply, billed)
+            traced.answered(reply, billed, cached=answer.cached)
         elapsed = time.monotonic() - started
         logger.debug(
             "%s/%s: answered in %.2f s after %d attempt(s), %d tokens%s",

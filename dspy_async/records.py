@@ -77,10 +77,12 @@ AttemptOutcome = Literal["ok", "error", "invalid_output"]
 @dataclass(frozen=True, slots=True)
 class Wait:
     """Time an attempt spent at one gate before it was sent: `gate` names it ("slot" for a
-    concurrency or connection slot), `seconds` how long it waited there."""
+    concurrency or connection slot), `seconds` how long it waited there, and `reason`, if the
+    gate gives one, what it waited for (a budget's "requests" or "tokens", say)."""
 
     gate: str
     seconds: float
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,9 +155,12 @@ class AttemptState:
         """Seconds until the call's deadline."""
         return self.deadline - self.clock.monotonic()
 
-    def record_wait(self, gate: str, seconds: float, *, counted: bool) -> None:
-        """Note `seconds` spent at `gate`; `counted` waits eat into the deadline."""
-        wait = Wait(gate, seconds)
+    def record_wait(
+        self, gate: str, seconds: float, *, counted: bool, reason: str | None = None
+    ) -> None:
+        """Note `seconds` spent at `gate` (waiting for `reason`, if it names one); `counted`
+        waits eat into the deadline."""
+        wait = Wait(gate, seconds, reason)
         self.gates.append(wait)
         self.gated += seconds
         if not counted:

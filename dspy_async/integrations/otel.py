@@ -10,15 +10,18 @@ and succeeded after the backoff:
                                      error.type if the call failed
         attempt            INTERNAL  dspy_async.attempt.number, http.response.status_code,
                                      error.type and dspy_async.attempt.retryable if it failed
-          wait slot        INTERNAL  time at a gate before sending (dspy_async.wait.gate)
+          wait slot        INTERNAL  time at a gate before sending (dspy_async.wait.gate, and
+                                     dspy_async.wait.reason if the gate gave one)
         wait backoff       INTERNAL  the wait before the next attempt (dspy_async.wait.reason:
                                      "retry_after" if the server asked for it, else "backoff")
         attempt
           wait slot
 
 Wait spans are made when the wait is over, with its real start and end, so the gates that
-make attempts wait need no tracing code. Each call also records the
-`gen_ai.client.operation.duration` (s) and `gen_ai.client.token.usage` ({token}) histograms.
+make attempts wait need no tracing code; a gate that did not make the attempt wait at all
+(0 s recorded) draws none. A call the response cache answered has `dspy_async.cache.hit`
+and no usage. Each call also records the `gen_ai.client.operation.duration` (s) histogram,
+and `gen_ai.client.token.usage` ({token}, by `gen_ai.token.type`) when tokens were used.
 
 `error.type` is the canonical name of the exception the call or attempt failed with, e.g.
 `dspy_async.errors.RateLimitError`, `dspy_async.errors.ProviderTimeoutError`,
@@ -123,6 +126,7 @@ class CallSpan:
         self._messages = messages
         self._reply: Reply | None = None
         self._usage = Usage()
+        self._cached = False
         self._backoff: tuple[int, Attributes] | None = None  # (start ns, attributes)
 
     def __enter__(self) -> CallSpan:
@@ -167,8 +171,9 @@ class CallSpan:
     def _finish(self, exc: BaseException | None, now: int) -> None:
         span, reply, owner = self._span, self._reply, self._owner
         usage = spent(exc.attempts) if isinstance(exc, LMError) else self._usage
-        # Tokens are reported for an answer, and for a failure that was billed for some.
-        tokens_known = reply is not None or usage != Usage()
+        # Tokens are reported for a provider's answer, and for a failure billed for some; a
+        # response-cache hit made no request and used none.
+        tokens_known = (reply is not None and not self._cached) or usage != Usage()
         metric_attributes = dict(self._metric_attributes)
         ended: Attributes = {}
         if reply is not None:
@@ -179,6 +184,8 @@ class CallSpan:
                 ended["gen_ai.output.messages"] = _output_content(reply)
         if tokens_known:
             ended.update(_usage_attributes(usage))
+        if self._cached:
+            ended["dspy_async.cache.hit"] = True
         token_attributes = dict(metric_attributes)
         if exc is not None:
             metric_attributes["error.type"] = ended["error.type"] = _error_type(exc)
@@ -193,8 +200,8 @@ class CallSpan:
             ):
                 owner.tokens.record(count, {**token_attributes, "gen_ai.token.type": kind})
 
-    def answered(self, reply: Reply, usage: Usage) -> None:
-        self._reply, self._usage = reply, usage
+    def answered(self, reply: Reply, usage: Usage, *, cached: bool = False) -> None:
+        self._reply, self._usage, self._cached = reply, usage, cached
 
     def backoff(self, failure: AttemptFailed, wait: float) -> None:
         # The retry loop honours the server's wait exactly when it names one it may use.
@@ -248,11 +255,16 @@ class CallSpan:
             span.end()
 
     def _wait(self, parent: Context, wait: Wait) -> None:
+        if wait.seconds <= 0:
+            return  # a gate that let the attempt straight through (a budget with room)
         end = time.time_ns()
+        attributes: Attributes = {"dspy_async.wait.gate": wait.gate}
+        if wait.reason is not None:
+            attributes["dspy_async.wait.reason"] = wait.reason
         span: Span = self._owner.tracer.start_span(
             f"wait {wait.gate}",
             parent,
-            attributes={"dspy_async.wait.gate": wait.gate},
+            attributes=attributes,
             start_time=end - round(wait.seconds * 1e9),
         )
         span.end(end_time=end)

@@ -59,8 +59,9 @@ class CallTrace(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def answered(self, reply: Reply, usage: Usage) -> None:
-        """The call succeeded with `reply`, having spent `usage` over all its attempts."""
+    def answered(self, reply: Reply, usage: Usage, *, cached: bool = False) -> None:
+        """The call succeeded with `reply`, having spent `usage` over all its attempts, or
+        was answered by the response cache (`cached`) without any."""
 
     def backoff(self, failure: AttemptFailed, wait: float) -> None:
         """Attempt `failure` failed and the call now waits `wait` seconds before the next."""
@@ -100,7 +101,7 @@ class _Untraced:
     def __exit__(self, *exc_info: object) -> None:
         return None
 
-    def answered(self, reply: Reply, usage: Usage) -> None:
+    def answered(self, reply: Reply, usage: Usage, *, cached: bool = False) -> None:
         pass
 
     def backoff(self, failure: AttemptFailed, wait: float) -> None:

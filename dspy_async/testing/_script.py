@@ -39,6 +39,9 @@ class RecordedRequest:
     the next identical one (a retry), and so on. ``outcome`` is ``"pending"`` while the
     request is in flight, then ``"ok"``, a fault kind, ``"unauthorized"`` or
     ``"bad_request"``; ``status`` is the HTTP status sent (None if none was).
+    ``prompt_tokens`` and ``completion_tokens`` are what the simulated provider billed: the
+    counts its 200 body reported (an ``invalid_output`` or ``truncate`` reply included), zero
+    for every other reply.
     """
 
     path: str
@@ -51,6 +54,8 @@ class RecordedRequest:
     finished: float | None = None
     outcome: str = "pending"
     status: int | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -148,13 +153,28 @@ class Script:
             self._changed.notify_all()
             return record
 
-    def finish(self, record: RecordedRequest, outcome: str, status: int | None) -> None:
-        """Replace ``record`` (if not reset meanwhile) by its finished version."""
+    def finish(
+        self,
+        record: RecordedRequest,
+        outcome: str,
+        status: int | None,
+        billed: tuple[int, int] = (0, 0),
+    ) -> None:
+        """Replace ``record`` (if not reset meanwhile) by its finished version; ``billed`` is
+        the prompt and completion tokens its reply reported."""
         with self._lock:
             index = self._index.pop(id(record), None)
             if index is not None and self._records[index] is record:
                 now = time.monotonic()
-                self._records[index] = replace(record, finished=now, outcome=outcome, status=status)
+                prompt, completion = billed
+                self._records[index] = replace(
+                    record,
+                    finished=now,
+                    outcome=outcome,
+                    status=status,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                )
             self._changed.notify_all()
 
     def choose(self, text: str) -> tuple[Fault | None, ScriptedAnswer | None]:

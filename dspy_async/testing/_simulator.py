@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ._rate_limits import usage_of
 from ._schema_values import (
     SchemaError,
     find_prompt_example,
@@ -277,6 +278,7 @@ class ProviderSimulator:
         text = parsed.text if parsed is not None else raw.decode("utf-8", "replace")
         record = self._script.arrive(request.path, wire.provider, body, request.headers, text)
         outcome, status = "disconnected", None  # what is recorded if the client goes away
+        billed = (0, 0)  # the tokens the reply reports, if it is a 200 sent at all
         try:
             fault, answer = self._script.choose(text) if parsed is not None else (None, None)
             latency = self.latency if answer is None or answer.latency is None else answer.latency
@@ -296,11 +298,13 @@ class ProviderSimulator:
             if reply is None:
                 return web.Response()  # the connection is gone: aiohttp drops this quietly
             status = reply.status
+            if status == 200:
+                billed = usage_of(wire.provider, reply.body)
             if outcome == "truncate":
                 return await _truncated(request, reply)
             return _response(reply)
         finally:
-            self._script.finish(record, outcome, status)
+            self._script.finish(record, outcome, status, billed)
 
     async def _reply(
         self,
