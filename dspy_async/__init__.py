@@ -38,6 +38,7 @@ from .errors import (
     RuntimeClosedError,
     RuntimeReentryError,
     SignatureError,
+    StateError,
     UnsupportedParameterError,
 )
 from .example import Example
@@ -107,6 +108,7 @@ __all__ = [
     "RuntimeReentryError",
     "Signature",
     "SignatureError",
+    "StateError",
     "StructuredOutputSettings",
     "UnsupportedParameterError",
     "Usage",

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import pydantic
 
+from .errors import ConfigurationError
 from .lm import LM
 from .predict import Predict
 from .signatures import InputField, OutputField, Signature
@@ -261,7 +262,10 @@ def run(args: argparse.Namespace) -> int:
     """The demo, from parsed arguments; 0 when every item of our batch succeeded."""
     emails = sample_emails(args.items)
     if args.model:
-        outcome = run_ours(LM(args.model), emails, args.concurrency, args.progress)
+        lm = LM(args.model)
+        if lm.missing_key is not None:  # say so once, not once per item of the batch
+            raise ConfigurationError(lm.missing_key)
+        outcome = run_ours(lm, emails, args.concurrency, args.progress)
         print(_table([outcome]))
         if outcome.first_error:
             print(f"first failure: {outcome.first_error}")

@@ -3,6 +3,7 @@
     DSPyAsyncError
     ├── ConfigurationError            no LM configured, unknown provider, missing API key, ...
     ├── SignatureError                bad signature or bad inputs, raised before any network call
+    ├── StateError                    a saved program state that cannot be saved, read or applied
     ├── RuntimeReentryError           a blocking call made from the runtime's own loop thread
     ├── RuntimeClosedError            a call after the runtime shut down at interpreter exit
     ├── LMError                       a provider call failed (carries .attempts)
@@ -45,6 +46,7 @@ __all__ = [
     "RuntimeClosedError",
     "RuntimeReentryError",
     "SignatureError",
+    "StateError",
     "UnsupportedParameterError",
 ]
 
@@ -59,6 +61,11 @@ class ConfigurationError(DSPyAsyncError):
 
 class SignatureError(DSPyAsyncError, ValueError):
     """A malformed signature, or inputs that do not match it."""
+
+
+class StateError(DSPyAsyncError, ValueError):
+    """A program state (`save`, `load`, `load_state`) that cannot be written, was written by
+    another format version, or does not fit the program it is loaded into."""
 
 
 class RuntimeReentryError(DSPyAsyncError, RuntimeError):

@@ -268,6 +268,13 @@ class LM(BaseLM):
         url = self._endpoint.url
         self._origin = (url.scheme, url.host, url.port)
 
+    @property
+    def missing_key(self) -> str | None:
+        """What to set before this LM can be called, if it was built without the API key its
+        provider needs (its calls then raise ConfigurationError with this message); else None.
+        """
+        return self._endpoint.missing_key
+
     def __repr__(self) -> str:
         url = self._endpoint.url
         host = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
@@ -350,6 +357,8 @@ class LM(BaseLM):
         params: dict[str, Any],
     ) -> Call:
         """The call's request and where it goes; on the runtime loop, which owns the pool."""
+        if self.missing_key is not None:  # built without a key: refuse, send nothing
+            raise ConfigurationError(self.missing_key)
         cache, rollout_id, params = split_options(
             params, cache=self.cache, rollout_id=self.rollout_id
         )

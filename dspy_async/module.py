@@ -5,20 +5,36 @@ Define `forward` (sync), `aforward` (async), or both. Calling the module runs `f
 an async-only module runs `aforward` on the hidden runtime loop, and an async call of a
 sync-only module runs `forward` in a worker thread, so it never blocks the caller's loop.
 Every module also gets `batch`/`abatch` (many inputs, bounded concurrency) and `submit`.
+
+A program is walked as DSPy walks it: its predictors (the Predicts in its attributes, in
+lists, tuples and dicts of them, and in its sub-modules) are what optimizers change and what
+`save`/`load` keep (see state.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Mapping, Sequence
-from typing import Any
+import copy
+import logging
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from os import PathLike
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _runtime
 from .batch import run_batch
 from .pipeline import trace
 
+if TYPE_CHECKING:
+    from .lm import BaseLM
+    from .predict import Predict
+
 __all__ = ["Module"]
+
+logger = logging.getLogger("dspy_async")
+
+_M = TypeVar("_M", bound="Module")
 
 
 class Module:
@@ -108,3 +124,176 @@ class Module:
                 progress=progress,
                 timeout=timeout,
             )
+
+    # -- the program's parts ------------------------------------------------------------
+
+    def named_parameters(self) -> list[tuple[str, Predict]]:
+        """The predictors to tune, by attribute path (`qa`, `steps[0]`, `tools['search']`,
+        `inner.predict`), as DSPy lists them: attributes, items of lists, tuples and dicts
+        (one level), and sub-modules, except those already compiled (`_compiled`)."""
+        from .predict import Predict
+
+        found: list[tuple[str, Predict]] = []
+        seen: set[int] = set()
+
+        def add(name: str, value: object) -> None:
+            if isinstance(value, Predict):
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    found.append((name, value))
+            elif isinstance(value, Module) and not getattr(value, "_compiled", False):
+                for sub_name, param in value.named_parameters():
+                    add(f"{name}.{sub_name}", param)
+
+        if isinstance(self, Predict):
+            add("self", self)
+        for name, value in vars(self).items():
+            if isinstance(value, list | tuple):
+                for index, item in enumerate(value):
+                    add(f"{name}[{index}]", item)
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    add(f"{name}['{key}']", item)
+            else:
+                add(name, value)
+        return found
+
+    def parameters(self) -> list[Predict]:
+        """The predictors of `named_parameters()`."""
+        return [param for _, param in self.named_parameters()]
+
+    def named_predictors(self) -> list[tuple[str, Predict]]:
+        """Every Predict of the program with its path (ChainOfThought's is `predict`)."""
+        return self.named_parameters()
+
+    def predictors(self) -> list[Predict]:
+        """Every Predict of the program, in `named_predictors()` order."""
+        return [predictor for _, predictor in self.named_predictors()]
+
+    def named_sub_modules(
+        self, type_: type[_M] | None = None, skip_compiled: bool = False
+    ) -> Iterator[tuple[str, _M]]:
+        """Every module reachable from this one (itself first, as `self`), breadth first,
+        through attributes, lists, tuples and dicts at any depth; each once, under the first
+        path found. `type_` keeps only modules of that type; `skip_compiled` does not look
+        inside compiled ones."""
+        wanted: type[Any] = Module if type_ is None else type_
+        queue: deque[tuple[str, object]] = deque([("self", self)])
+        seen = {id(self)}
+        while queue:
+            name, item = queue.popleft()
+            if isinstance(item, wanted):
+                yield name, item
+            children: Iterator[tuple[str, object]]
+            if isinstance(item, Module):
+                if skip_compiled and getattr(item, "_compiled", False):
+                    continue
+                children = ((f"{name}.{k}", v) for k, v in vars(item).items())
+            elif isinstance(item, list | tuple):
+                children = ((f"{name}[{i}]", v) for i, v in enumerate(item))
+            elif isinstance(item, dict):
+                children = ((f"{name}[{k}]", v) for k, v in item.items())
+            else:
+                continue
+            for child in children:
+                if id(child[1]) not in seen:
+                    seen.add(id(child[1]))
+                    queue.append(child)
+
+    def set_lm(self, lm: BaseLM | None) -> None:
+        """Give every predictor of the program this LM."""
+        from .settings import check_lm
+
+        check_lm(lm)
+        for predictor in self.predictors():
+            predictor.lm = lm
+
+    def get_lm(self) -> BaseLM | None:
+        """The one LM every predictor uses (None: each falls back to `dspy.configure`);
+        ConfigurationError if they use different ones."""
+        from .errors import ConfigurationError
+
+        lms = {id(p.lm): p.lm for p in self.predictors()}
+        if len(lms) != 1:
+            raise ConfigurationError(
+                f"{type(self).__name__} has {'no predictors' if not lms else 'several LMs'}: "
+                "there is no one LM to return"
+            )
+        return next(iter(lms.values()))
+
+    # -- copies ---------------------------------------------------------------------------
+
+    def deepcopy(self: _M) -> _M:
+        """A deep copy whose predictors, demos and state are its own, sharing the LMs: an LM
+        holds connections, limits and usage that belong to every program using it.
+
+        Attributes that cannot be deep-copied are copied shallowly, else shared, as in DSPy."""
+        from .lm import BaseLM
+
+        memo: dict[int, Any] = {}
+        for _, module in self.named_sub_modules(Module):
+            memo.update((id(v), v) for v in vars(module).values() if isinstance(v, BaseLM))
+        try:
+            return copy.deepcopy(self, memo)
+        except Exception:  # an attribute that refuses: copy the others one by one
+            pass
+        clone = type(self).__new__(type(self))
+        for name, value in vars(self).items():
+            if isinstance(value, Module | BaseLM):
+                copied = value if isinstance(value, BaseLM) else value.deepcopy()
+            else:
+                try:
+                    copied = copy.deepcopy(value, memo)
+                except Exception:
+                    logger.warning(
+                        "%s.deepcopy(): attribute %r cannot be deep-copied; sharing a shallow "
+                        "copy of it",
+                        type(self).__name__,
+                        name,
+                    )
+                    try:
+                        copied = copy.copy(value)
+                    except Exception:
+                        copied = value
+            object.__setattr__(clone, name, copied)
+        return clone
+
+    def reset_copy(self: _M) -> _M:
+        """A deep copy with every predictor reset (its demos forgotten), to compile afresh."""
+        clone = self.deepcopy()
+        for predictor in clone.predictors():
+            predictor.reset()
+        return clone
+
+    # -- state ----------------------------------------------------------------------------
+
+    def dump_state(self) -> dict[str, Any]:
+        """Each predictor's state by its path: instructions, field descriptions, demos and
+        its own LM's settings (never the API key), as JSON values."""
+        return {name: predictor.dump_state() for name, predictor in self.named_parameters()}
+
+    def load_state(
+        self: _M, state: Mapping[str, Any], *, allow_unsafe_lm_state: bool = False
+    ) -> _M:
+        """Apply a `dump_state()`: all of it or, if any part does not fit (another program's
+        predictors or fields), none of it (StateError)."""
+        from .state import apply_program_state
+
+        apply_program_state(self, state, allow_unsafe_lm_state=allow_unsafe_lm_state)
+        return self
+
+    def save(self, path: str | PathLike[str], save_program: bool = False) -> None:
+        """Write the program's state to a `.json` file, with the format version that reads
+        it back (see `load`)."""
+        from .state import save_state
+
+        save_state(self, path, save_program=save_program)
+
+    def load(self: _M, path: str | PathLike[str], *, allow_unsafe_lm_state: bool = False) -> _M:
+        """Read a state written by `save` into this program (built in code as it was saved).
+        An LM saved with an `api_base` is only restored with `allow_unsafe_lm_state=True`:
+        a file should not decide where your requests (and your key) go."""
+        from .state import load_state_file
+
+        state = load_state_file(path)
+        return self.load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)

@@ -80,6 +80,22 @@ class Predict(Module):
         """Forget what was learned (the demos); the signature, LM and config stay."""
         self.demos = []
 
+    def dump_state(self) -> dict[str, Any]:
+        """Instructions, field descriptions, demos and this predictor's own LM settings (never
+        its key), as JSON values; see state.py."""
+        from .state import predictor_state
+
+        return predictor_state(self)
+
+    def load_state(
+        self, state: Mapping[str, Any], *, allow_unsafe_lm_state: bool = False
+    ) -> Predict:
+        """Apply a `dump_state()`: all of it, or none of it if it does not fit (StateError)."""
+        from .state import apply_predictor_state
+
+        apply_predictor_state(self, state, allow_unsafe_lm_state=allow_unsafe_lm_state)
+        return self
+
     def get_config(self) -> dict[str, Any]:
         """The LM parameters every call uses (a call's `config=` overrides them)."""
         return self.config

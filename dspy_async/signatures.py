@@ -209,7 +209,10 @@ def make_signature(
     names, looked up in its frames as DSPy does. Nothing in the string is evaluated.
     """
     if isinstance(spec, Mapping):
-        return _build(signature_name, _dict_fields(spec), instructions)
+        fields = _dict_fields(spec)
+        if not any(f.kind == "output" for f in fields):
+            raise SignatureError(f"signature {', '.join(spec) or '{}'} has no output field")
+        return _build(signature_name, fields, instructions)
     if not isinstance(spec, str):
         raise SignatureError(
             f"a signature must be a str like 'question -> answer' or a dict of fields, "
@@ -219,7 +222,7 @@ def make_signature(
     if len(sides) != 2:
         raise SignatureError(f"signature {spec!r} must contain '->' exactly once")
     known = CallerScope({**TYPE_NAMES, **(custom_types or {})}, skip=_PACKAGE)
-    fields: list[SignatureField] = []
+    fields = []
     kinds: tuple[FieldKind, FieldKind] = ("input", "output")
     for kind, side in zip(kinds, sides, strict=True):
         fields.extend(

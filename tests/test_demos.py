@@ -218,3 +218,20 @@ def test_one_failed_completion_fails_the_step() -> None:
     settings = dspy.StructuredOutputSettings(max_retries=0)
     with dspy.context(structured_outputs=settings), pytest.raises(OutputValidationError):
         qa(question="q")
+
+
+def test_n_completions_with_the_response_cache_are_cached_apart(
+    provider_simulator: ProviderSimulator, response_cache: Any
+) -> None:
+    for answer in ("a", "b", "c"):
+        provider_simulator.respond(output={"answer": answer}, times=1)
+    lm = make_lm(provider_simulator, "openai", native=True)
+    qa = dspy.Predict("question -> answer", lm=lm, n=3)
+    first = qa(question="q")
+    assert first.completions is not None
+    assert sorted(first.completions.answer) == ["a", "b", "c"]  # not one answer three times
+    assert len(provider_simulator.requests) == 3
+    again = qa(question="q")  # the same three rollouts, from the cache
+    assert again.completions is not None
+    assert again.completions.answer == first.completions.answer
+    assert len(provider_simulator.requests) == 3

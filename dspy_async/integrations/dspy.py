@@ -52,9 +52,9 @@ from ..errors import (
     UnsupportedParameterError,
 )
 from ..lm import LM, BaseLM, LMResponse
-from ..providers import get_provider
 from ..records import Attempt, Message, OutputSchema
 from ..retry import RetryPolicy
+from ..state import lm_from_state, lm_state
 
 __all__ = ["DSPyAsyncLM", "dspy_lm"]
 
@@ -206,27 +206,10 @@ class _Link:
         return (_Link, (self.lm,))  # another BaseLM (a test double) pickles itself
 
     def recipe(self) -> dict[str, Any]:
-        """The LM's settings as JSON-ready values, without its API key."""
-        lm = self.lm
-        if not isinstance(lm, LM):
-            raise TypeError(f"only a dspy_async.LM can be saved, not a {type(lm).__name__}")
-        if lm._http_client is not None:
-            raise TypeError(
-                "an LM with its own http_client cannot be saved or pickled: the client "
-                "belongs to this process"
-            )
-        return {
-            "model": f"{lm.provider}/{lm.model}",
-            "api_base": _api_base(lm),
-            "keyed": lm._endpoint.secret is not None,
-            "timeout": lm.timeout,
-            "retry": dataclasses.asdict(lm.retry),
-            "max_concurrency": lm.max_concurrency,
-            "max_response_bytes": lm.max_response_bytes,
-            "params": dict(lm.params),
-            "cache": lm.cache,
-            "rollout_id": lm.rollout_id,
-        }
+        """The LM's settings as JSON-ready values, without its API key (see state.py)."""
+        if not isinstance(self.lm, LM):
+            raise TypeError(f"only a dspy_async.LM can be saved, not a {type(self.lm).__name__}")
+        return lm_state(self.lm)
 
     async def complete(self, request: lm15.Request) -> lm15.Response:
         """Send `request` through the LM; failures become the dspy.lm15 errors DSPy maps."""
@@ -259,27 +242,14 @@ class _Link:
 
 def _rebuild(recipe: Mapping[str, Any]) -> _Link:
     """The LM `recipe` describes, with the API key its provider finds in the environment."""
-    settings = dict(recipe)
-    keyed = settings.pop("keyed")
-    retry = RetryPolicy(**settings.pop("retry"))
-    lm = LM(settings.pop("model"), retry=retry, **settings.pop("params"), **settings)
-    if keyed and lm._endpoint.secret is None:
+    # DSPy asks for allow_unsafe_lm_state before it loads this class: consent to the api_base.
+    lm = lm_from_state(recipe, allow_unsafe=True)
+    if recipe["keyed"] and lm._endpoint.secret is None:
         raise ConfigurationError(
             f"{lm!r} was saved with an API key, and dspy-async never writes keys down: set the "
             "provider's API key environment variable (e.g. OPENAI_API_KEY) where it is loaded"
         )
     return _Link(lm)
-
-
-def _api_base(lm: LM) -> str:
-    """The `api_base` the LM was built with: its endpoint URL less the path its provider adds.
-
-    The LM keeps only the resolved endpoint, so the path is learned by asking the provider
-    for the endpoint of a placeholder base.
-    """
-    added = get_provider(lm.provider).endpoint("placeholder", "http://localhost").url.path
-    url = str(lm._endpoint.url)
-    return url.removesuffix(added) if added != "/" else url
 
 
 class _Capabilities:

@@ -14,6 +14,7 @@ from .base import (
     find_api_key,
     finish_reason_from,
     message_from,
+    missing_key,
     request_params,
     text_or_none,
     usage_from,
@@ -51,13 +52,14 @@ PROMPT_TOKEN_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_
 
 def endpoint(api_key: str | None, api_base: str | None) -> Endpoint:
     """`api_base` is the host URL, without /v1, as in Anthropic's own SDK."""
-    key = find_api_key(
-        api_key, "ANTHROPIC_API_KEY", required=api_base is None, provider="anthropic"
-    )
+    key = find_api_key(api_key, "ANTHROPIC_API_KEY")
     headers = {"anthropic-version": API_VERSION}
     if key:
         headers["x-api-key"] = key
-    return Endpoint(endpoint_url(api_base or DEFAULT_BASE, "/v1/messages"), headers, key)
+    missing = (
+        missing_key("anthropic", "ANTHROPIC_API_KEY") if key is None and not api_base else None
+    )
+    return Endpoint(endpoint_url(api_base or DEFAULT_BASE, "/v1/messages"), headers, key, missing)
 
 
 def build_body(

@@ -33,6 +33,7 @@ __all__ = [
     "find_api_key",
     "finish_reason_from",
     "is_context_window",
+    "missing_key",
     "request_params",
     "text_or_none",
     "usage_from",
@@ -59,11 +60,14 @@ CONTEXT_WINDOW_CODES = frozenset({"context_length_exceeded", "exceed_context_siz
 class Endpoint:
     """Where a provider's chat endpoint is and the headers it needs. `secret` is the API key,
     kept so that it can be scrubbed from any text quoted back; neither is ever shown. The URL
-    is parsed once here, not on every request."""
+    is parsed once here, not on every request. `missing_key` says what to set when the
+    provider needs a key and none was found: an LM is built without one (as in DSPy, where
+    settings modules build LMs at import time) and refuses its first call instead."""
 
     url: httpx.URL
     headers: Mapping[str, str] = field(repr=False)
     secret: str | None = field(default=None, repr=False)
+    missing_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,18 +137,21 @@ class Provider(Protocol):
         ...
 
 
-def find_api_key(given: str | None, env_var: str, *, required: bool, provider: str) -> str | None:
-    """The API key passed, else the one in `env_var`; ConfigurationError if required and none,
-    or if the key could not go in an HTTP header."""
+def find_api_key(given: str | None, env_var: str) -> str | None:
+    """The API key passed, else the one in `env_var`, else None; ConfigurationError if the key
+    could not go in an HTTP header."""
     if given:
         return check_api_key(given, "api_key")
     key = os.environ.get(env_var) or None
-    if key is None and required:
-        raise ConfigurationError(
-            f"{provider} needs an API key: set {env_var} in the environment or pass "
-            f"api_key=... to LM(...)"
-        )
     return check_api_key(key, f"the {env_var} environment variable")
+
+
+def missing_key(provider: str, env_var: str) -> str:
+    """What to do about a key a provider needs and did not get (Endpoint.missing_key)."""
+    return (
+        f"{provider} needs an API key: set {env_var} in the environment or pass "
+        f"api_key=... to LM(...)"
+    )
 
 
 def check_api_key(key: object, source: str) -> str | None:

@@ -13,6 +13,7 @@ from .base import (
     find_api_key,
     finish_reason_from,
     message_from,
+    missing_key,
     request_params,
     text_or_none,
     usage_from,
@@ -63,9 +64,11 @@ PARAMS = frozenset(
 def endpoint(api_key: str | None, api_base: str | None) -> Endpoint:
     """`api_base` is the URL ending in /v1. A key is required only by OpenAI itself: local
     OpenAI-compatible servers usually run without one."""
-    key = find_api_key(api_key, "OPENAI_API_KEY", required=api_base is None, provider="openai")
+    key = find_api_key(api_key, "OPENAI_API_KEY")
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    return Endpoint(endpoint_url(api_base or DEFAULT_BASE, "/chat/completions"), headers, key)
+    missing = missing_key("openai", "OPENAI_API_KEY") if key is None and not api_base else None
+    url = endpoint_url(api_base or DEFAULT_BASE, "/chat/completions")
+    return Endpoint(url, headers, key, missing)
 
 
 def build_body(
