@@ -192,6 +192,34 @@ def test_json_adapter_asks_natively_then_by_prompt_once_refused(
     assert lm.dspy_async_lm.supports_native_structured is False  # and remembered
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "ollama"])
+def test_each_provider_takes_the_schema_natively_and_the_call_options(
+    sim: ProviderSimulator, provider: str
+) -> None:
+    bridge = dspy_async.dspy_lm(
+        f"{provider}/some-model", api_base=sim.api_base(provider), api_key=KEY, cache=False
+    )
+    predict = dspy.Predict("question -> answer: int, sure: bool")
+    with dspy.context(lm=bridge, adapter=dspy.JSONAdapter()):
+        result = predict(question="What is 2 + 2?", config={"stop": ["END"], "top_p": 0.5})
+
+    assert isinstance(result.answer, int) and isinstance(result.sure, bool)
+    body = sim.requests[-1].body
+    native = {"openai": "response_format", "anthropic": "tool_choice", "ollama": "format"}
+    assert native[provider] in body
+    sent = body.get("options", body)  # Ollama's sampling options sit in `options`
+    assert sent["top_p"] == 0.5
+    assert sent["stop_sequences" if provider == "anthropic" else "stop"] == ["END"]
+
+
+def test_n_candidates_are_asked_one_request_each(sim: ProviderSimulator, lm: DSPyAsyncLM) -> None:
+    sim.respond(None, output=chat(answer="one"), times=1)
+    sim.respond(None, output=chat(answer="two"), times=1)
+    result = dspy.Predict("question -> answer", n=2)(question="Two answers?")
+    assert [c.answer for c in result.completions] == ["one", "two"]
+    assert len(sim.requests) == 2 and sim.requests[0].body["temperature"] == 0.7  # DSPy's n rule
+
+
 def test_react_with_two_tools_and_a_context_window_to_shorten(
     sim: ProviderSimulator, lm: DSPyAsyncLM
 ) -> None:
@@ -459,7 +487,8 @@ def test_rate_limit_error_keeps_the_wait_the_server_asked_for(sim: ProviderSimul
     sim.fault(status=429, retry_after=7, times=None)
     retry = dspy_async.RetryPolicy(max_attempts=1)
     with pytest.raises(dspy_errors.LMRateLimitError) as raised:
-        ask(make_lm(sim, retry=retry))
+        # A model of its own: a rate limit may hold back every later call of the same account.
+        ask(make_lm(sim, model="rate-limited", retry=retry))
     assert raised.value.retry_after == 7.0 and raised.value.status == 429
 
 

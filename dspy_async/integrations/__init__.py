@@ -1,5 +1,6 @@
-"""Bridges that put dspy-async under other libraries. Each module imports its library, so none
+"""Bridges between dspy-async and other libraries. Each module imports its library, so none
 is imported until asked for by name.
 
 dspy.py     `dspy_lm(...)`: a `dspy.LM` whose calls run on the dspy-async runtime (DSPy 3.4)
+otel.py     OpenTelemetry spans and metrics, installed by `dspy_async.instrument()`
 """
