@@ -1,7 +1,9 @@
 """dspy-async: program LLMs the DSPy way, with a plain sync API over one hidden asyncio runtime.
 
 Layout, following a call from the caller down:
-    predict.py, module.py      Predict, ChainOfThought, Module (sync, async, batch, submit)
+    predict.py, module.py      Predict, ChainOfThought, Module (sync, async, batch, submit);
+                               a program's predictors, copies, save/load (state.py, JSON)
+    example.py, prediction.py  Example records (data, demos); Prediction, an Example of outputs
     batch.py, _limits.py       many inputs at once; slots held per request, not per backoff
     signatures.py              typed Signatures and string signatures
     adapters/                  Signature + inputs -> messages; output -> validated values

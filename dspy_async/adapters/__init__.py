@@ -1,6 +1,6 @@
 """Adapters: from a signature and inputs to chat messages, and from a reply to typed values.
 
-messages.py     system + user messages for a call
+messages.py     system, demo (few-shot) and user messages for a call
 schema.py       the outputs' JSON schema, trimmed for the wire and the prompt
 native.py       the native strategy: an OpenAI-strict-compatible OutputSchema
 json_prompt.py  the prompt-JSON strategy: schema and example in the prompt
