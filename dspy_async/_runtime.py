@@ -153,6 +153,8 @@ class _Call(Generic[T]):
     def _start(self, coro: Coroutine[Any, Any, T], context: contextvars.Context) -> None:
         if self.runtime.closed:
             # Queued behind the shutdown, which cancels only the tasks it saw when it began.
+            # (One queued after the loop stopped never runs: its caller can only be a daemon
+            # thread that checked a moment before exit began, and it ends with the process.)
             self.error = RuntimeClosedError(CLOSED_MESSAGE)
         elif self.future is not None and self.future.cancelled():
             self.error = asyncio.CancelledError()
@@ -283,6 +285,15 @@ def _runtime() -> _Runtime:
     return runtime
 
 
+def _runtime_for(coro: Coroutine[Any, Any, object]) -> _Runtime:
+    """The runtime to run `coro` on; if it is refused, `coro` is closed, never left unawaited."""
+    try:
+        return _runtime()
+    except RuntimeClosedError:
+        coro.close()
+        raise
+
+
 def _after_fork_in_child() -> None:
     # The parent's loop thread does not exist here: the child starts its own on first use.
     global _current
@@ -332,7 +343,7 @@ def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
     while the call is unfinished, instead of blocking the loop that would finish it.
     """
     _check_coroutine(coro)
-    runtime = _runtime()
+    runtime = _runtime_for(coro)
     future: _Future[T] = _Future(runtime)
     _Call(runtime, coro, future)
     return future
@@ -346,7 +357,7 @@ def run(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
     raises, so no orphan keeps calling a provider in the background.
     """
     _check_coroutine(coro)
-    runtime = _runtime()
+    runtime = _runtime_for(coro)
     if runtime.on_loop_thread():
         coro.close()
         raise RuntimeReentryError(REENTRY_MESSAGE)
@@ -368,7 +379,7 @@ async def arun(coro: Coroutine[Any, Any, T]) -> T:
     Cancelling the awaiting task cancels the work on the runtime loop.
     """
     _check_coroutine(coro)
-    runtime = _runtime()
+    runtime = _runtime_for(coro)
     if runtime.on_loop_thread():
         return await coro
     return await asyncio.wrap_future(submit(coro))

@@ -19,6 +19,14 @@ embedded in the prompt), else plain text. Faults: ``status``, ``context_window``
 ``python -m dspy_async.testing serve --port 8000`` runs one standalone, and the pytest plugin
 shipped with the package provides a ``provider_simulator`` fixture (reset for every test).
 
+``virtual_clock()`` (and the plugin's ``virtual_clock`` fixture) records every wait of the
+calls made under it (retry backoffs, Retry-After, rate-limit pauses) and skips it instead of
+sleeping, so a test of code that retries takes no wall time and can assert its waits::
+
+    with virtual_clock() as clock:
+        ...  # calls that back off
+    assert clock.waits == [30.0]
+
 ``DummyLM`` answers from a script without any network, for unit tests of programs. It is
 imported on first use, so that loading this package (as pytest does for the plugin) does
 not import the LM stack.
@@ -28,12 +36,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._clock import VirtualClock, virtual_clock
 from ._simulator import ProviderSimulator, RecordedRequest
 
 if TYPE_CHECKING:
     from ._dummy import DummyLM
 
-__all__ = ["DummyLM", "ProviderSimulator", "RecordedRequest"]
+__all__ = ["DummyLM", "ProviderSimulator", "RecordedRequest", "VirtualClock", "virtual_clock"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,5 @@
-"""pytest plugin (entry point ``dspy_async``): the ``provider_simulator`` and
-``response_cache`` fixtures, and the response cache off for the test run.
+"""pytest plugin (entry point ``dspy_async``): the ``provider_simulator``, ``response_cache``
+and ``virtual_clock`` fixtures, and the response cache off for the test run.
 
 One simulator serves the whole session (starting one per test would also work, but a
 stable URL lets connection pools be reused); each test gets it reset, with no latency and
@@ -19,8 +19,16 @@ test's own ``tmp_path``::
     def test_second_call_is_cached(provider_simulator, response_cache):
         ...
 
-The simulator and the cache are imported when a fixture is first used, not when pytest loads
-the plugin.
+``virtual_clock`` runs the test under ``dspy_async.testing.virtual_clock()``: the waits of its
+calls (backoffs, Retry-After) are recorded and skipped, not slept::
+
+    def test_backs_off(provider_simulator, virtual_clock):
+        provider_simulator.fault(kind="status", status=429, retry_after=30)
+        ...
+        assert virtual_clock.waits == [30.0]
+
+The simulator, the cache and the clock are imported when a fixture is first used, not when
+pytest loads the plugin.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import pytest
 
 if TYPE_CHECKING:
     from ..cache import ResponseCache
+    from ._clock import VirtualClock
     from ._simulator import ProviderSimulator
 
 # dspy_async.cache.ENV_VAR, spelt out: importing dspy_async here would load the whole LM stack.
@@ -67,6 +76,15 @@ def response_cache(tmp_path: Path) -> Iterator[ResponseCache]:
         yield cache
     finally:
         reset()
+
+
+@pytest.fixture
+def virtual_clock() -> Iterator[VirtualClock]:
+    """A VirtualClock installed for the test: its calls' waits are recorded, not slept."""
+    from ._clock import virtual_clock as install
+
+    with install() as clock:
+        yield clock
 
 
 @pytest.fixture(scope="session")
