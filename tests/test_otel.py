@@ -518,25 +518,15 @@ def test_content_only_when_opted_in_and_never_the_key(
 
 @pytest.mark.slow
 def test_budget_wait(provider_simulator: ProviderSimulator, telemetry: Telemetry) -> None:
-    """A 429 pauses the account's rate-limit budget: another call of the same account made
-    meanwhile waits for the budget, in a `wait budget` span as long as its recorded wait."""
+    """A call that must wait for the account's rate-limit budget (learned from the provider's
+    headers) has a `wait budget` span under its attempt, as long as its recorded wait."""
     provider_simulator.latency = 0.05
+    provider_simulator.rate_limit(requests=2, per=2.0)  # one more request a second
     lm = make_lm(provider_simulator, rate_limit=None, max_concurrency=None)
-    paused = unique("paused")
-    provider_simulator.fault(paused, kind="status", status=429, retry_after=1.0)
-    backing_off = threading.Event()
-    unsubscribe = dspy.events.subscribe(
-        lambda event: isinstance(event, dspy.events.RetryEvent) and backing_off.set()
-    )
-    first = threading.Thread(target=lm, args=(paused,))
-    first.start()
-    try:
-        assert backing_off.wait(10)  # the 429 has been settled: the budget is paused
-    finally:
-        unsubscribe()
+    lm(unique("first"))
+    lm(unique("second"))  # the budget is spent, and the LM knows it from the headers
     with telemetry.tracer.start_as_current_span("caller"):
         response = lm(unique("waits"))
-    first.join()
     spans = telemetry.spans
     (chat,) = children(spans, only(spans, "caller"))
     (attempt,) = children(spans, chat)
@@ -546,6 +536,7 @@ def test_budget_wait(provider_simulator: ProviderSimulator, telemetry: Telemetry
     assert recorded.seconds > 0.2
     assert budget.end_time is not None and budget.start_time is not None
     assert budget.end_time - budget.start_time == round(recorded.seconds * 1e9)
+    assert budget.end_time <= waits["wait slot"].start_time  # the budget first, then a slot
 
 
 def test_off_after_uninstrument(
@@ -588,3 +579,35 @@ def test_nothing_is_imported_when_off() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_image_parts_are_recorded_as_the_conventions_parts(
+    provider_simulator: ProviderSimulator, telemetry: Telemetry
+) -> None:
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(telemetry.exporter))
+    dspy.instrument(tracer_provider=tracer_provider, capture_content=True)
+    lm = make_lm(provider_simulator)
+    content = [
+        {"type": "text", "text": "What is in these?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+    ]
+    lm(messages=[{"role": "user", "content": content}])
+    chat = only(telemetry.spans, "chat gpt-4o-mini")
+    assert json.loads(str(dict(chat.attributes or {})["gen_ai.input.messages"])) == [
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "content": "What is in these?"},
+                {
+                    "type": "blob",
+                    "modality": "image",
+                    "mime_type": "image/png",
+                    "content": "iVBORw0KGgo=",
+                },
+                {"type": "uri", "modality": "image", "uri": "https://example.com/cat.jpg"},
+            ],
+        }
+    ]
+    tracer_provider.shutdown()

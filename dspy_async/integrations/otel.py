@@ -318,23 +318,39 @@ def _usage_attributes(usage: Usage) -> Attributes:
     return attributes
 
 
-def _parts(text: str) -> list[dict[str, str]]:
-    return [{"type": "text", "content": text}]
+def _parts(content: object) -> list[dict[str, str]]:
+    """A message's content as the conventions' parts: text, and images by URI or inline."""
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    parts: list[dict[str, str]] = []
+    for part in content if isinstance(content, list) else ():
+        if part.get("type") == "text":
+            parts.append({"type": "text", "content": str(part.get("text", ""))})
+        elif part.get("type") == "image_url":
+            url = str((part.get("image_url") or {}).get("url", ""))
+            header, comma, data = url.partition(",")
+            if url.startswith("data:") and comma and header.endswith(";base64"):
+                mime = header[len("data:") : -len(";base64")]
+                blob = {"type": "blob", "modality": "image", "mime_type": mime, "content": data}
+                parts.append(blob)
+            else:
+                parts.append({"type": "uri", "modality": "image", "uri": url})
+    return parts
 
 
 def _input_content(provider: str, messages: list[Message]) -> Attributes:
     """The opt-in content attributes of a request. Anthropic takes the system prompt apart
     from the chat, so there it is `gen_ai.system_instructions`; elsewhere it is a message."""
-    system = [m["content"] for m in messages if m["role"] == "system"]
+    system = [m.get("content") for m in messages if m["role"] == "system"]
     chat = [m for m in messages if provider != "anthropic" or m["role"] != "system"]
     attributes: Attributes = {
         "gen_ai.input.messages": json.dumps(
-            [{"role": m["role"], "parts": _parts(m["content"])} for m in chat]
+            [{"role": m["role"], "parts": _parts(m.get("content"))} for m in chat]
         )
     }
     if provider == "anthropic" and system:
         attributes["gen_ai.system_instructions"] = json.dumps(
-            [part for text in system for part in _parts(text)]
+            [part for content in system for part in _parts(content)]
         )
     return attributes
 
