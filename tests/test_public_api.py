@@ -44,5 +44,11 @@ def test_every_error_is_defined_in_errors_and_derives_from_the_base() -> None:
 
 
 def test_testing_namespace() -> None:
-    assert set(testing.__all__) == {"DummyLM", "ProviderSimulator", "RecordedRequest"}
+    assert set(testing.__all__) == {
+        "DummyLM",
+        "ProviderSimulator",
+        "RecordedRequest",
+        "VirtualClock",
+        "virtual_clock",
+    }
     assert all(getattr(testing, name) for name in testing.__all__)

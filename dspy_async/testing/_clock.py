@@ -8,8 +8,8 @@
 
 Like trio's autojump clock, time jumps straight to the next sleeper's deadline: sleepers wake
 in deadline order, waits that overlap (a batch whose items all back off at once) overlap in
-virtual time too, and `monotonic()` moves on by the time skipped, so elapsed-time accounting
-(`max_elapsed`, `Attempt.waited`, events' `elapsed`) sees the waits as if they were slept.
+virtual time too, and `monotonic()` moves on by the time skipped, so the calls' time
+accounting (`max_elapsed`, `Attempt.waited`) sees the waits as if they were slept.
 
 Real I/O still takes real time. A jump comes `autojump_threshold` real seconds (10 ms) after
 the first wait of a round began, so the waits of requests answered together join one jump;
