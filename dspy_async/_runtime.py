@@ -64,7 +64,7 @@ class _Runtime:
         self.loop.set_exception_handler(_log_loop_exception)
         self.resources: dict[Hashable, tuple[Any, Closer | None]] = {}
         self.closed = False  # set once shutdown begins, never cleared
-        started = threading.Event()
+        started = threading.Event()  # fork-safe: per call (this start-up only)
         self.thread = threading.Thread(
             target=self._serve, args=(started,), name=THREAD_NAME, daemon=True
         )
@@ -137,7 +137,7 @@ class _Call(Generic[T]):
     ) -> None:
         self.runtime = runtime
         self.loop = runtime.loop
-        self.done = threading.Lock()
+        self.done = threading.Lock()  # fork-safe: per call
         self.done.acquire()
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None

@@ -17,12 +17,11 @@ No price is bundled: price lists go stale, so the table is yours.
 from __future__ import annotations
 
 import contextvars
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from . import _checks
+from . import _checks, _forksafe
 from .errors import ConfigurationError
 from .records import Usage
 
@@ -68,7 +67,7 @@ class UsageTracker:
     (`"provider/model"`, the key DSPy uses too). Safe to read while calls are adding to it."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _forksafe.lock()  # a forked child may inherit the tracker mid-add
         self._totals: dict[str, Usage] = {}
 
     def add_usage(self, lm: str, usage: Usage) -> None:

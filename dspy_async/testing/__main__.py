@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--api-key", default=None, help="reject requests without this key")
     args = parser.parse_args(argv)
 
-    stop = threading.Event()
+    stop = threading.Event()  # fork-safe: per call (this serve command)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with ProviderSimulator(latency=args.latency, api_key=args.api_key, port=args.port) as sim:
