@@ -121,7 +121,7 @@ class _Call(Generic[T]):
     The coroutine runs inside `_drive`, which records the outcome and releases `done` from
     within the task itself: no done-callback round through the loop, and the waiting thread
     blocks on a bare lock, the cheapest handoff there is. `done` is released only once the
-    coroutine has really unwound, which is what an interrupted caller waits for. `future`, made
+    coroutine has really unwound, which is what an interrupted caller waits for. `future`,
     given only by `submit`/`arun`, mirrors the outcome, and cancelling it cancels the task.
 
     A failed call's traceback holds the frames of `_drive` and `outcome`, whose `self` is this
