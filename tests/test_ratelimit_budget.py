@@ -39,6 +39,14 @@ async def gather(lm: dspy.LM, count: int, **params: Any) -> list[Any]:
     return await asyncio.gather(*calls, return_exceptions=True)
 
 
+# What OpenAI's rate limiter sends with a 429 (with Retry-After): the account is out.
+OPENAI_429_HEADERS = {
+    "x-ratelimit-limit-requests": "500",
+    "x-ratelimit-remaining-requests": "0",
+    "x-ratelimit-reset-requests": "2s",
+}
+
+
 def limited(records: list[RecordedRequest]) -> list[RecordedRequest]:
     return [r for r in records if r.status == 429]
 
@@ -157,7 +165,9 @@ async def test_a_429_with_retry_after_closes_the_gate_for_every_waiting_call(
     provider_simulator: ProviderSimulator,
 ) -> None:
     provider_simulator.latency = 0.05
-    provider_simulator.fault(kind="status", status=429, retry_after=2, times=1)
+    provider_simulator.fault(
+        kind="status", status=429, retry_after=2, times=1, headers=OPENAI_429_HEADERS
+    )
     lm = make_lm(provider_simulator, max_concurrency=5)
     results = await gather(lm, 50)
     assert not [r for r in results if isinstance(r, Exception)]
@@ -171,6 +181,21 @@ async def test_a_429_with_retry_after_closes_the_gate_for_every_waiting_call(
     assert len(records) == 51
     throttled = [w for r in results for a in r.attempts for w in a.gates if w.gate == "budget"]
     assert max(w.seconds for w in throttled) > 1.5
+
+
+@pytest.mark.slow
+async def test_a_bare_429_from_a_server_without_rate_limit_headers_pauses_only_its_call(
+    provider_simulator: ProviderSimulator,
+) -> None:
+    provider_simulator.fault("slow one", kind="status", status=429, retry_after=1.5)
+    lm = make_lm(provider_simulator, max_concurrency=2)
+    slow = asyncio.ensure_future(lm.acall("slow one"))
+    await asyncio.to_thread(provider_simulator.wait_for_requests, 1, finished=True)
+    started = time.monotonic()
+    await gather(lm, 4)  # one request's answer, not the account's: the others go on
+    assert time.monotonic() - started < 1.0
+    response = await slow
+    assert response.attempts[1].waited > 1.4
 
 
 # -- what is recorded and emitted ---------------------------------------------------

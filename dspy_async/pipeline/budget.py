@@ -7,7 +7,8 @@ against the call's `max_elapsed`: a call that cannot get budget before its deadl
 order and only the first asks the store, so a thousand queued calls cost one timer, not a
 thousand polls of Redis. Once answered, the attempt returns what its estimate overshot (or
 pays what it undershot), hands the rate-limit headers to the budget, and a 429 with
-Retry-After closes the whole account's gate until then. `Checkpoint`, placed after Slots,
+Retry-After closes the whole account's gate until then (when it speaks for the account: it
+carries rate-limit headers, or the account's limits are known). `Checkpoint`, placed after Slots,
 turns back an attempt that got its slot while such a pause is on, so none is sent into it.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
+import os
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +34,14 @@ from ..ratelimit.store import MAX_ACCOUNTS, LocalStore, Store
 from ..retry import AttemptFailed, AttemptState
 from . import Call, Handler
 
-__all__ = ["DEFAULT_COMPLETION_ESTIMATE", "AccountBudget", "Budget", "Checkpoint", "estimate"]
+__all__ = [
+    "DEFAULT_COMPLETION_ESTIMATE",
+    "AccountBudget",
+    "Budget",
+    "Checkpoint",
+    "estimate",
+    "forget",
+]
 
 # Completion tokens assumed for a request that sets no max_tokens; settled once answered.
 DEFAULT_COMPLETION_ESTIMATE = 256
@@ -227,15 +236,44 @@ class _Budgets:
             self.accounts.popitem(last=False)
         return budget
 
+    def forget(self, origin: str) -> None:
+        for (key, _), budget in self.accounts.items():
+            if budget.account.origin == origin:
+                budget.paused_until = -math.inf
+                self.local.forget(key)
+
     async def aclose(self) -> None:
         for store in self.shared.values():
             await store.aclose()
 
 
+# The pid of the process whose runtime loop made budgets, if any did (see `forget`).
+_made_in: int | None = None
+
+
+def _budgets() -> _Budgets:
+    global _made_in
+    _made_in = os.getpid()
+    return _runtime.loop_resource((__name__,), _Budgets, close=_Budgets.aclose)
+
+
 def account_budget(account: Account, shared: str | None) -> AccountBudget:
     """The runtime loop's budget for `account` (kept in Redis at `shared`, if given)."""
-    budgets = _runtime.loop_resource((__name__,), _Budgets, close=_Budgets.aclose)
-    return budgets.get(account, shared)
+    return _budgets().get(account, shared)
+
+
+def forget(origin: str) -> None:
+    """Forget the pauses and the limits this process learned for `origin` (as `Account`
+    writes it: "http://127.0.0.1:8000"). The simulator's pytest fixture calls it between
+    tests, so that one test's 429 does not pause the next one's calls."""
+
+    if _made_in != os.getpid():
+        return  # no call of this process has used a budget: nothing to forget
+
+    async def forgetting() -> None:
+        _budgets().forget(origin)
+
+    _runtime.run(forgetting())
 
 
 class Budget:
@@ -270,8 +308,8 @@ class Budget:
         costs = _costs(prompt, completion)
         while True:
             waited, reason, blind = await budget.acquire(costs, self.limits, attempt)
-            attempt.record_wait("budget", waited, counted=True)
-            if waited > 0:
+            if waited > 0:  # a budget with room costs no record
+                attempt.record_wait("budget", waited, counted=True, reason=reason)
                 events.emit(
                     events.ThrottleEvent(
                         call.id,
@@ -320,8 +358,13 @@ def _failed(failed: AttemptFailed, ticket: _Ticket) -> Settlement:
     refunds: dict[str, float] = {}
     if not ticket.blind:
         refunds = {name: cost for name, cost in ticket.costs.items() if name != "requests"}
-    pause = failed.server_wait if failed.error.status_code == 429 else None
-    return Settlement(refunds, observe(failed.headers), pause)
+    observed = observe(failed.headers)
+    # A 429 speaks for the whole account when it says so, with the provider's rate-limit
+    # headers (OpenAI's and Anthropic's always carry them), or when the account's limits are
+    # known; a bare 429 from a server that sends none is one request's answer, retried alone.
+    account_wide = bool(observed) or not ticket.blind
+    pause = failed.server_wait if failed.error.status_code == 429 and account_wide else None
+    return Settlement(refunds, observed, pause)
 
 
 class Checkpoint:

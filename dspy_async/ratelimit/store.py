@@ -51,6 +51,10 @@ class LocalStore:
             self._buckets.move_to_end(key)
         return bucket
 
+    def forget(self, key: str) -> None:
+        """Drop the account's bucket: it starts again knowing nothing."""
+        self._buckets.pop(key, None)
+
     async def take(
         self, key: str, costs: Mapping[str, float], limits: Mapping[str, Limit], now: float
     ) -> Grant:

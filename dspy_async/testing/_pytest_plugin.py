@@ -108,3 +108,8 @@ def provider_simulator(
         yield sim
     finally:
         sim.reset()
+        # The calls' rate-limit budgets remember the simulator's 429s and limits: forgotten,
+        # so one test's Retry-After does not pause the next test's calls.
+        from ..pipeline.budget import forget
+
+        forget(sim.base_url)
