@@ -112,8 +112,15 @@ class BodyDecoder:
             raise DecodedTooLarge(f"response body is over the {self.max_bytes} byte limit")
         self._push(0, data)
 
+    def take(self) -> bytes:
+        """The bytes decoded since the last `take`, for a body read as it streams (the cap
+        still counts every byte decoded)."""
+        chunks, self._chunks = self._chunks, []
+        return b"".join(chunks)
+
     def finish(self) -> bytes:
-        """The whole decoded body; CorruptBody if an encoded stream ended early."""
+        """The whole decoded body (what `take` has not taken); CorruptBody if an encoded
+        stream ended early."""
         for stage in self._stages:
             if not stage.finished:
                 raise CorruptBody(f"the {stage.encoding}-encoded response body ends early")

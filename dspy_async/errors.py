@@ -79,7 +79,8 @@ class RuntimeClosedError(DSPyAsyncError, RuntimeError):
 
 
 class LMError(DSPyAsyncError):
-    """A provider call failed. `attempts` holds every attempt made, the last one included."""
+    """A provider call failed. `attempts` holds every attempt made, the last one included.
+    `partial_text` is what a stream had delivered when it failed ("" for other calls)."""
 
     def __init__(
         self,
@@ -94,6 +95,7 @@ class LMError(DSPyAsyncError):
         self.provider = provider
         self.status_code = status_code
         self.attempts: tuple[Attempt, ...] = tuple(attempts)
+        self.partial_text = ""
 
     def __str__(self) -> str:
         if len(self.attempts) > 1:

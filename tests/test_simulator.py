@@ -170,7 +170,8 @@ def test_ollama_over_httpx(provider_simulator: ProviderSimulator) -> None:
     Ticket.model_validate_json(structured["message"]["content"])
     assert streamed.headers["content-type"].startswith("application/x-ndjson")
     chunks = [json.loads(line) for line in streamed.text.splitlines()]
-    assert [c["done"] for c in chunks] == [False, True]
+    assert [c["done"] for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert len(chunks) > 2  # the text comes in pieces
     assert "".join(c["message"]["content"] for c in chunks) == one["message"]["content"]
 
 

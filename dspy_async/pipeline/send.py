@@ -1,6 +1,7 @@
 """The Send stage, innermost: announce the attempt, then make the one exchange with the
 provider within the attempt's timeout (the LM's `timeout`, cut to what is left of the call's
-`max_elapsed`)."""
+`max_elapsed`). A streamed call's Send hands the reply's text to its sink as it arrives, and
+its `timeout` bounds each wait for the next event instead (streaming/reader.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from .. import events
 from ..providers.base import Reply
 from ..providers.exchange import exchange
 from ..retry import AttemptState
+from ..streaming.reader import Sink, StreamReader
 from . import Call
 
 __all__ = ["Send"]
@@ -20,15 +22,35 @@ logger = logging.getLogger("dspy_async")
 class Send:
     """Send one attempt; `timeout` (None: none) bounds it, and so does the call's deadline."""
 
-    def __init__(self, timeout: float | None, max_response_bytes: int) -> None:
+    def __init__(
+        self, timeout: float | None, max_response_bytes: int, sink: Sink | None = None
+    ) -> None:
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
+        self.sink = sink
+
+    def streaming(self, sink: Sink) -> Send:
+        """This Send for one streamed call, whose text goes to `sink`."""
+        return Send(self.timeout, self.max_response_bytes, sink)
 
     async def __call__(self, call: Call, attempt: AttemptState) -> Reply:
         events.emit(events.RequestEvent(call.id, call.provider, call.model, attempt.number))
         logger.debug("%s/%s: sending attempt %d", call.provider, call.model, attempt.number)
         left = attempt.time_left()
         timeout = left if self.timeout is None else min(self.timeout, left)
+        stream = None
+        if self.sink is not None:
+            stream = StreamReader(
+                call.request,
+                self.sink,
+                idle=self.timeout,
+                left=left,
+                max_bytes=self.max_response_bytes,
+            )
         return await exchange(
-            call.sender, call.request, timeout=timeout, max_bytes=self.max_response_bytes
+            call.sender,
+            call.request,
+            timeout=timeout,
+            max_bytes=self.max_response_bytes,
+            stream=stream,
         )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import httpx
@@ -38,7 +38,11 @@ from ..errors import (
 from ..ratelimit.headers import select as rate_limit_headers
 from ..records import Usage
 from ..retry import RETRYABLE_STATUSES, AttemptFailed, server_wait, should_retry
+from ..streaming.faults import BadStream, ErrorEvent, IgnoredSchema, StreamFault
 from .base import Endpoint, ErrorBody, Provider, Reply, is_context_window
+
+if TYPE_CHECKING:
+    from ..streaming.reader import StreamReader
 
 __all__ = ["Request", "TransportFailure", "exchange", "scrub"]
 
@@ -86,21 +90,41 @@ class Request:
 
 
 async def exchange(
-    sender: _http.Sender, request: Request, *, timeout: float, max_bytes: int
+    sender: _http.Sender,
+    request: Request,
+    *,
+    timeout: float,
+    max_bytes: int,
+    stream: StreamReader | None = None,
 ) -> Reply:
-    """Send `request` once, within `timeout` seconds; return the reply or raise AttemptFailed."""
+    """Send `request` once, within `timeout` seconds; return the reply or raise AttemptFailed.
+
+    With `stream`, the request asks for a stream, and a 200 is read as it arrives, its text
+    handed on piece by piece (streaming/reader.py, which re-arms the timeout at each event).
+    """
     headers = {**request.endpoint.headers, "accept-encoding": _decoding.ACCEPT_ENCODING}
-    outgoing = httpx.Request("POST", request.endpoint.url, json=request.body, headers=headers)
+    body = request.body if stream is None else stream.body
+    outgoing = httpx.Request("POST", request.endpoint.url, json=body, headers=headers)
     status: int | None = None
     received = httpx.Headers()
     failure: AttemptFailed | None = None
     cause: TransportFailure | None = None
+    reply: Reply | None = None
+    content = b""
     # The one deadline is the asyncio timeout around the whole attempt (connect, send and
     # read); per-phase transport timers on top would only add work at scale.
     try:
-        async with asyncio.timeout(timeout), _http.open_response(sender, outgoing) as response:
+        async with (
+            asyncio.timeout(timeout) as timer,
+            _http.open_response(sender, outgoing) as response,
+        ):
             status, received = response.status_code, response.headers
-            content = await _http.read_body(response, max_bytes)
+            if stream is not None and status == 200 and stream.accepts(response):
+                reply = await stream.read(response, timer)
+            else:
+                content = await _http.read_body(response, max_bytes)
+    except StreamFault as exc:
+        failure = _stream_failure(request, exc)
     except (_http.ResponseTooLarge, _decoding.DecodingError) as exc:
         retryable = isinstance(exc, _decoding.CorruptBody)
         failure = AttemptFailed(
@@ -108,14 +132,20 @@ async def exchange(
             retryable=retryable,
         )
     except (httpx.RequestError, aiohttp.ClientError, TimeoutError) as exc:
-        error = _transport_error(request, exc, status=status, timeout=timeout)
+        streamed = reply is None and stream is not None and status == 200
+        error = _transport_error(request, exc, status=status, timeout=timeout, streamed=streamed)
         failure = AttemptFailed(error, retryable=not isinstance(exc, httpx.UnsupportedProtocol))
         cause = TransportFailure(_quote(request, _describe(exc)))
     if failure is not None:
+        if stream is not None:  # once text was handed on, never retried
+            failure = stream.interrupted(failure)
         # Raised here, outside the handler, so that it has no __context__ either.
         raise failure from cause
     if status == 200:
-        reply = await _reply(request, content, received)
+        if reply is None:
+            reply = await _reply(request, content, received)
+            if stream is not None:  # a server that ignored `stream`: its text, at once
+                await stream.whole(reply.text)
         return replace(reply, headers=rate_limit_headers(received))
     assert status is not None
     raise await _status_failure(request, status, received, content)
@@ -133,21 +163,27 @@ def _describe(exc: BaseException) -> str:
 
 
 def _transport_error(
-    request: Request, exc: BaseException, *, status: int | None, timeout: float
+    request: Request, exc: BaseException, *, status: int | None, timeout: float, streamed: bool
 ) -> LMError:
-    """The error for a failed exchange; `status` is set if the body was being read."""
+    """The error for a failed exchange; `status` is set if the body was being read, and
+    `streamed` if that body was a stream."""
     # httpx-aiohttp maps every aiohttp connection error to httpx.ConnectTimeout, so the
     # original aiohttp error, when there is one, is what tells a timeout from a drop.
     cause = exc.__cause__ if isinstance(exc.__cause__, aiohttp.ClientError) else exc
     name = request.provider_name
     if isinstance(cause, TimeoutError | httpx.TimeoutException):
         message = f"{name} did not answer within {timeout:.3g} s"
+        if streamed:
+            message = f"{name} sent no event of its stream within {timeout:.3g} s"
         return _error(ProviderTimeoutError, request, message, status)
     detail = _quote(request, f"{type(cause).__name__}: {cause}".rstrip(": "))
     if isinstance(cause, aiohttp.ClientResponseError):
         # aiohttp's parser refused the status line or a header: the server answered, badly.
         message = f"{name} sent a response that could not be read ({detail})"
         return _error(ProviderResponseError, request, message, status)
+    if streamed:  # the events that came were whole: it is the connection that went
+        message = f"{name}: the stream was cut off ({detail})"
+        return _error(ProviderConnectionError, request, message, status)
     if status is not None:
         message = f"{name}: response body was cut off ({detail})"
         return _error(ProviderResponseError, request, message, status)
@@ -174,15 +210,34 @@ async def _reply(request: Request, content: bytes, headers: httpx.Headers) -> Re
         retryable = should_retry(headers, default=False)
         raise AttemptFailed(error, retryable=retryable, usage=_billed(request, body)) from None
     if request.structured and reply.structured is False:
-        # Servers that accept but ignore a forced tool (llama.cpp's Anthropic endpoint with a
-        # model whose template has no tools) answer in prose: ask through the prompt instead.
-        ignored = UnsupportedParameterError(
-            f"{name} ignored the native structured-output request and answered in text",
-            provider=name,
-            status_code=200,
-        )
-        raise AttemptFailed(ignored, retryable=False, usage=reply.usage)
+        raise AttemptFailed(_ignored_schema(name), retryable=False, usage=reply.usage)
     return reply
+
+
+def _ignored_schema(name: str) -> LMError:
+    # Servers that accept but ignore a forced tool (llama.cpp's Anthropic endpoint with a
+    # model whose template has no tools) answer in prose: ask through the prompt instead.
+    return UnsupportedParameterError(
+        f"{name} ignored the native structured-output request and answered in text",
+        provider=name,
+        status_code=200,
+    )
+
+
+def _stream_failure(request: Request, fault: StreamFault) -> AttemptFailed:
+    """The typed error for a streamed 200 that could not be used (see streaming/faults.py)."""
+    name = request.provider_name
+    if isinstance(fault, ErrorEvent):
+        info = fault.info
+        quoted = _quote(request, info.message) if info.message.strip() else "(no message)"
+        message = f"{name} sent an error event in its stream (as HTTP {fault.status}): {quoted}"
+        error = _error(_error_class(request, fault.status, info), request, message, fault.status)
+        return AttemptFailed(error, retryable=fault.status in RETRYABLE_STATUSES)
+    if isinstance(fault, IgnoredSchema):
+        return AttemptFailed(_ignored_schema(name), retryable=False)
+    message = f"{name} sent a stream that could not be read: {_quote(request, str(fault))}"
+    error = _error(ProviderResponseError, request, message, 200)
+    return AttemptFailed(error, retryable=isinstance(fault, BadStream) and fault.retryable)
 
 
 def _billed(request: Request, body: Any) -> Usage:

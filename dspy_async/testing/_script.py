@@ -41,7 +41,9 @@ class RecordedRequest:
     ``"bad_request"``; ``status`` is the HTTP status sent (None if none was).
     ``prompt_tokens`` and ``completion_tokens`` are what the simulated provider billed: the
     counts its 200 body reported (an ``invalid_output`` or ``truncate`` reply included), zero
-    for every other reply.
+    for every other reply. A streamed answer's ``chunks_sent`` counts the pieces of text sent,
+    and ``first_chunk_at`` (``time.monotonic()``) is when the first went out; a client that
+    left mid-stream leaves the outcome ``"disconnected"``, ``finished`` when the server saw it.
     """
 
     path: str
@@ -56,6 +58,8 @@ class RecordedRequest:
     status: int | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    chunks_sent: int = 0
+    first_chunk_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -82,6 +86,7 @@ class Fault:
     message: str | None = None
     headers: Mapping[str, str] | None = None
 
+    after_chunks: int | None = None  # drop, hang: this far into a streamed answer
     def matches(self, text: str) -> bool:
         return self.times != 0 and (self.match is None or self.match in text)
 
@@ -160,8 +165,10 @@ class Script:
         status: int | None,
         billed: tuple[int, int] = (0, 0),
     ) -> None:
+        chunks: tuple[int, float | None] = (0, None),
         """Replace ``record`` (if not reset meanwhile) by its finished version; ``billed`` is
-        the prompt and completion tokens its reply reported."""
+        the prompt and completion tokens its reply reported, ``chunks`` how many pieces of a
+        streamed answer were sent and when the first was."""
         with self._lock:
             index = self._index.pop(id(record), None)
             if index is not None and self._records[index] is record:
@@ -175,6 +182,8 @@ class Script:
                     prompt_tokens=prompt,
                     completion_tokens=completion,
                 )
+                    chunks_sent=chunks[0],
+                    first_chunk_at=chunks[1],
             self._changed.notify_all()
 
     def choose(self, text: str) -> tuple[Fault | None, ScriptedAnswer | None]:
