@@ -4,7 +4,8 @@ Define `forward` (sync), `aforward` (async), or both. Calling the module runs `f
 `acall` awaits `aforward`. Whichever one is missing is derived from the other: a sync call of
 an async-only module runs `aforward` on the hidden runtime loop, and an async call of a
 sync-only module runs `forward` in a worker thread, so it never blocks the caller's loop.
-Every module also gets `batch`/`abatch` (many inputs, bounded concurrency) and `submit`.
+Every module also gets `batch`/`abatch` (many inputs, bounded concurrency), `batch_iter`/
+`abatch_iter` (the same, as items finish) and `submit`.
 
 A program is walked as DSPy walks it: its predictors (the Predicts in its attributes, in
 lists, tuples and dicts of them, and in its sub-modules) are what optimizers change and what
@@ -16,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import copy
+import functools
 import logging
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from os import PathLike
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _runtime
-from .batch import run_batch
+from . import _runtime, callbacks
+from .batch import Work, aiterate, iterate, run_batch
 from .pipeline import trace
 
 if TYPE_CHECKING:
@@ -53,8 +55,9 @@ class Module:
         return await asyncio.to_thread(self.forward, *args, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with trace.step(self):  # a no-op unless instrumented
-            return self.forward(*args, **kwargs)
+        # Both no-ops unless instrumented, or callbacks or usage tracking are configured.
+        with trace.step(self), callbacks.module_call(self, args, kwargs) as seen:
+            return seen.returned(self.forward(*args, **kwargs))
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Alias of calling the module, for DSPy.rb habits: `Predict(Sig).call(text=...)`."""
@@ -62,8 +65,8 @@ class Module:
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Run the module from async code."""
-        with trace.step(self):
-            return await self.aforward(*args, **kwargs)
+        with trace.step(self), callbacks.module_call(self, args, kwargs) as seen:
+            return seen.returned(await self.aforward(*args, **kwargs))
 
     def submit(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         """Start the call on the runtime loop and return at once; `cancel()` cancels it."""
@@ -71,59 +74,99 @@ class Module:
 
     def batch(
         self,
-        items: Sequence[Mapping[str, Any]],
+        items: Iterable[Mapping[str, Any]],
         *,
         max_concurrency: int = 16,
         return_exceptions: bool = False,
         progress: bool | None = None,
         timeout: float | None = None,
+        journal: str | PathLike[str] | None = None,
     ) -> list[Any]:
         """Run the module once per item (a dict of inputs); results in input order.
 
-        At most `max_concurrency` provider requests are in flight at once; an item waiting
-        out a backoff gives its slot to the others. A failed item's slot holds its exception
-        with `return_exceptions`; otherwise every item still finishes, then `BatchError` is
-        raised with `.results`. `timeout` bounds each item; `progress` shows a tqdm bar
-        (default: when stderr is a terminal). Ctrl-C cancels every item and re-raises.
+        `items` may be any iterable, a generator included: it is read as room frees up, at
+        most a few times `max_concurrency` items alive at once. At most `max_concurrency`
+        provider requests are in flight; an item waiting out a backoff gives its slot to the
+        others. A failed item's slot holds its exception with `return_exceptions`; otherwise
+        every item still finishes, then `BatchError` is raised with `.results`. `timeout`
+        bounds each item; `progress` shows a tqdm bar (default: when stderr is a terminal).
+        `journal`, a SQLite file, records each item as it finishes: the same batch run
+        again returns the recorded results without asking for them again (see journal.py).
+        Ctrl-C cancels every item and re-raises.
         """
-        return _runtime.run(
-            self._batch(items, max_concurrency, return_exceptions, progress, timeout)
-        )
+        work = self._work(max_concurrency, progress, timeout, journal, items)
+        return _runtime.run(run_batch(items, return_exceptions=return_exceptions, work=work))
 
     async def abatch(
         self,
-        items: Sequence[Mapping[str, Any]],
+        items: Iterable[Mapping[str, Any]],
         *,
         max_concurrency: int = 16,
         return_exceptions: bool = False,
         progress: bool | None = None,
         timeout: float | None = None,
+        journal: str | PathLike[str] | None = None,
     ) -> list[Any]:
         """`batch` for async code: the same engine, awaited on the caller's loop."""
-        return await _runtime.arun(
-            self._batch(items, max_concurrency, return_exceptions, progress, timeout)
-        )
+        work = self._work(max_concurrency, progress, timeout, journal, items)
+        return await _runtime.arun(run_batch(items, return_exceptions=return_exceptions, work=work))
 
-    async def _batch(
+    def batch_iter(
         self,
-        items: Sequence[Mapping[str, Any]],
+        items: Iterable[Mapping[str, Any]],
+        *,
+        max_concurrency: int = 16,
+        progress: bool | None = None,
+        timeout: float | None = None,
+        journal: str | PathLike[str] | None = None,
+    ) -> Iterator[tuple[int, Any]]:
+        """`batch`, handing over `(index, result or exception)` as items finish, in the
+        order they finish; memory stays flat however long `items` is. Closing the iterator
+        (`.close()`, or `with contextlib.closing(...)`) cancels the items in flight and stops
+        reading `items`."""
+        return iterate(items, self._work(max_concurrency, progress, timeout, journal, items))
+
+    def abatch_iter(
+        self,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        max_concurrency: int = 16,
+        progress: bool | None = None,
+        timeout: float | None = None,
+        journal: str | PathLike[str] | None = None,
+    ) -> AsyncIterator[tuple[int, Any]]:
+        """`batch_iter` for async code (`async for index, result in ...`); `aclose()`
+        cancels the items in flight."""
+        return aiterate(items, self._work(max_concurrency, progress, timeout, journal, items))
+
+    def _work(
+        self,
         max_concurrency: int,
-        return_exceptions: bool,
         progress: bool | None,
         timeout: float | None,
-    ) -> list[Any]:
+        journal: str | PathLike[str] | None,
+        items: object,
+    ) -> Work:
+        from .signatures import Signature
+
         # A module with only a sync forward runs it in the batch's bounded thread pool.
         sync_only = type(self).aforward is Module.aforward
-        with trace.batch(self, items):  # each item copies this context, and with it the span
-            return await run_batch(
-                items,
-                acall=None if sync_only else self.acall,
-                sync_call=self.__call__ if sync_only else None,
-                max_concurrency=max_concurrency,
-                return_exceptions=return_exceptions,
-                progress=progress,
-                timeout=timeout,
-            )
+        signature = getattr(self, "signature", None)
+        if not (isinstance(signature, type) and issubclass(signature, Signature)):
+            signature = None
+        program = type(self).__qualname__ + (f"({signature.__name__})" if signature else "")
+        return Work(
+            acall=None if sync_only else self.acall,
+            sync_call=self.__call__ if sync_only else None,
+            max_concurrency=max_concurrency,
+            progress=progress,
+            timeout=timeout,
+            journal=journal,
+            program=program,
+            signature=signature,
+            # Opened once for the batch; each item starts from a copy of its context.
+            around=(functools.partial(trace.batch, self, items),),
+        )
 
     # -- the program's parts ------------------------------------------------------------
 

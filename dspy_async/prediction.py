@@ -28,6 +28,7 @@ class Prediction(Example):
     _usage: Usage
     _attempts: tuple[Attempt, ...]
     _completions: Completions | None
+    _lm_usage: dict[str, dict[str, int]] | None
 
     def __init__(
         self,
@@ -47,6 +48,7 @@ class Prediction(Example):
         object.__setattr__(self, "_usage", usage)
         object.__setattr__(self, "_attempts", tuple(attempts))
         object.__setattr__(self, "_completions", None)
+        object.__setattr__(self, "_lm_usage", None)
 
     @classmethod
     def from_completions(
@@ -98,6 +100,16 @@ class Prediction(Example):
     def completions(self) -> Completions | None:
         """Every completion asked for (`n=` on Predict), or None for one built by hand."""
         return self._completions
+
+    def get_lm_usage(self) -> dict[str, dict[str, int]] | None:
+        """DSPy's usage per model id of the program call that returned this Prediction
+        (`{"openai/gpt-4o-mini": {"prompt_tokens": ..., ...}}`), set on the outermost call
+        under `dspy.configure(track_usage=True)`; None otherwise. `usage` is always there."""
+        return self._lm_usage
+
+    def set_lm_usage(self, value: dict[str, dict[str, int]] | None) -> None:
+        """Set what `get_lm_usage()` returns."""
+        object.__setattr__(self, "_lm_usage", value)
 
     def to_dict(self) -> dict[str, Any]:
         """The outputs as a plain dict (values keep their types: enums, models, ...)."""

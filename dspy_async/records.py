@@ -7,14 +7,71 @@ without importing each other.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Attempt", "Message", "OutputSchema", "Usage", "Wait", "spent"]
+__all__ = [
+    "Attempt",
+    "ContentPart",
+    "Message",
+    "OutputSchema",
+    "ToolCall",
+    "ToolSpec",
+    "Usage",
+    "Wait",
+    "image_data",
+    "spent",
+    "text_of",
+]
 
-Message = dict[str, str]
-"""An OpenAI-style chat message: {"role": "system" | "user" | "assistant", "content": str}."""
+Message = dict[str, Any]
+"""An OpenAI-style chat message: {"role": "system" | "user" | "assistant", "content": ...}.
+
+`content` is a str; a user message's may instead be a list of `ContentPart`s (text and
+images, in order), which each provider sends in its own wire format."""
+
+ContentPart = dict[str, Any]
+"""One part of a user message, in OpenAI's form: {"type": "text", "text": str} or
+{"type": "image_url", "image_url": {"url": "https://..." | "data:image/png;base64,..."}}."""
+
+
+_DATA_URL = re.compile(r"data:(image/[A-Za-z0-9.+-]+);base64,([A-Za-z0-9+/]*={0,2})")
+
+
+def image_data(url: str) -> tuple[str, str] | None:
+    """The media type and base64 data of a `data:image/...;base64,...` URL; None for any
+    other URL (a remote image, which some providers fetch themselves)."""
+    match = _DATA_URL.fullmatch(url)
+    return (match[1], match[2]) if match else None
+
+
+def text_of(content: str | list[ContentPart]) -> str:
+    """The text of a message's content, its images left out."""
+    if isinstance(content, str):
+        return content
+    return "\n\n".join(part["text"] for part in content if part["type"] == "text")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool offered to the model: its name, what it does, and the JSON schema of its
+    arguments (an object schema), which each provider sends in its own tool format."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool the model called through the provider's tool-calling channel: its name, its
+    arguments (a JSON object) and the provider's id for the call, if it gives one."""
+
+    name: str
+    args: Mapping[str, Any]
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,12 @@ class _Values:
     lm: BaseLM | None = None
     retry_enabled: bool = True
     structured_outputs: StructuredOutputSettings = field(default_factory=StructuredOutputSettings)
+    # DSPy's names: handlers of module, LM, tool and evaluation events (see callbacks.py);
+    # usage on each top-level Prediction; how many calls each LM (and the process) keeps.
+    callbacks: tuple[Any, ...] = ()
+    track_usage: bool = False
+    max_history_size: int = 1_000
+    disable_history: bool = False
 
 
 _overrides: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -86,6 +92,19 @@ class Settings:
 
 def _check(values: dict[str, Any]) -> None:
     _checks.known_names("setting", sorted(values), _NAMES)
+    if "callbacks" in values:
+        callbacks = values["callbacks"]
+        if not isinstance(callbacks, list | tuple):
+            raise ConfigurationError(
+                "setting callbacks must be a list of callback objects, "
+                f"not {_checks.shown(callbacks)}"
+            )
+        values["callbacks"] = tuple(callbacks)  # a snapshot: appending later changes nothing
+    for name in ("track_usage", "disable_history"):
+        if name in values:
+            _checks.boolean(f"setting {name}", values[name])
+    if "max_history_size" in values:
+        _checks.non_negative_int("setting max_history_size", values["max_history_size"])
     if "lm" in values:
         check_lm(values["lm"])
     if "retry_enabled" in values:

@@ -1,6 +1,6 @@
 """The chat messages for one call: a system message describing the task, the demos as
-few-shot turns (a user turn of inputs, an assistant turn of the outputs as JSON, each), then a
-user message carrying the inputs.
+few-shot turns (a user turn of inputs, an assistant turn of the outputs as JSON, each), the
+turns of a `History` input, then a user message carrying the inputs (images as image parts).
 
 Demos are rendered as DSPy's ChatAdapter does: complete demos (every field present and not
 None) last, nearest the question; incomplete ones (at least one input and one output) first,
@@ -19,9 +19,17 @@ import pydantic_core
 from ..example import Example
 from ..records import Message
 from ..signatures import Signature, SignatureField
+from ..types import History, Segment, content_of, images_in
 from .json_prompt import json_prompt
 
-__all__ = ["INCOMPLETE_DEMO", "NOT_SUPPLIED", "NO_INPUTS", "build_messages", "format_value"]
+__all__ = [
+    "INCOMPLETE_DEMO",
+    "NOT_SUPPLIED",
+    "NO_INPUTS",
+    "build_messages",
+    "format_value",
+    "history_messages",
+]
 
 NO_INPUTS = "(This task has no inputs.)"
 INCOMPLETE_DEMO = (
@@ -44,7 +52,10 @@ def build_messages(
     system = [signature.instructions]
     if signature.input_fields:
         system.append(_field_list("Inputs", signature.input_fields))
-    user = [f"{name}: {_shown(signature, name, value)}" for name, value in inputs.items()]
+    history = [name for name in inputs if _is_history(signature, name)]
+    user: list[str | list[Segment]] = [
+        _line(signature, name, value) for name, value in inputs.items() if name not in history
+    ]
     if not user and not json_format:
         user = [NO_INPUTS]  # a signature without inputs; providers refuse an empty user turn
     if json_format:
@@ -53,11 +64,42 @@ def build_messages(
         user.append(parts.example)
     else:
         system.append(_field_list("Outputs", signature.output_fields))
+    turns = [
+        turn
+        for name in history
+        if inputs[name] is not None  # an optional history left out
+        for turn in history_messages(signature, inputs[name])
+    ]
     return [
         {"role": "system", "content": "\n\n".join(system)},
         *demo_messages(signature, demos),
-        {"role": "user", "content": "\n\n".join(user)},
+        *turns,
+        {"role": "user", "content": content_of(user)},
     ]
+
+
+def history_messages(signature: type[Signature], history: History) -> list[Message]:
+    """The turns of a conversation's history, as DSPy renders them: per message, a user turn
+    of the inputs it has and an assistant turn of the outputs it has (either left out when
+    the message has none)."""
+    turns: list[Message] = []
+    for message in history.messages:
+        lines = [
+            _line(signature, name, message[name])
+            for name in signature.input_fields
+            if name in message and not _is_history(signature, name)
+        ]
+        outputs = {k: message[k] for k in signature.output_fields if k in message}
+        if lines:
+            turns.append({"role": "user", "content": content_of(lines)})
+        if outputs:
+            answer = pydantic_core.to_json(outputs, fallback=str).decode()
+            turns.append({"role": "assistant", "content": answer})
+    return turns
+
+
+def _is_history(signature: type[Signature], name: str) -> bool:
+    return signature.input_fields[name].annotation is History
 
 
 def demo_messages(
@@ -84,12 +126,21 @@ def _demo_turns(
     prefix: str | None,
 ) -> list[Message]:
     lines = [
-        f"{name}: {_shown(signature, name, given[name]) if name in given else NOT_SUPPLIED}"
+        _line(signature, name, given[name]) if name in given else f"{name}: {NOT_SUPPLIED}"
         for name in signature.input_fields
     ]
-    user = "\n\n".join([prefix, *lines] if prefix else lines)
+    user = content_of([prefix, *lines] if prefix else lines)
     answer = pydantic_core.to_json(dict(outputs), fallback=str).decode()
     return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+
+
+def _line(signature: type[Signature], name: str, value: Any) -> str | list[Segment]:
+    """An input as a paragraph of the user message: `name: value`, or the name followed by
+    the images the value is (unless the field has its own `format=`)."""
+    images = images_in(value) if signature.input_fields[name].format is None else None
+    if images is not None:
+        return [f"{name}:", *images]
+    return f"{name}: {_shown(signature, name, value)}"
 
 
 def _shown(signature: type[Signature], name: str, value: Any) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import callbacks
 from ..errors import LMError, OutputValidationError, UnsupportedParameterError
 from ..example import Example
 from ..lm import BaseLM, Message
@@ -54,7 +55,7 @@ async def generate_structured(
     provider errors (after the LM's own retries) propagate with the step's whole history.
     """
     schema = native_output_schema(signature) if lm.supports_native_structured else None
-    base = build_messages(signature, inputs, json_format=schema is None, demos=demos)
+    base = _format(signature, inputs, demos, json_format=schema is None)
     turns: list[Message] = []
     log = _AttemptLog()
     replies: list[str] = []
@@ -70,10 +71,13 @@ async def generate_structured(
                 raise
             lm.supports_native_structured = False
             schema = None
-            base = build_messages(signature, inputs, json_format=True, demos=demos)
+            base = _format(signature, inputs, demos, json_format=True)
             continue
         try:
-            values = await aparse_output(signature, response.text)
+            with callbacks.observe(
+                "adapter_parse", signature, {"signature": signature, "completion": response.text}
+            ) as seen:
+                values = seen.returned(await aparse_output(signature, response.text))
         except InvalidOutput as exc:
             response.reject()
             error = str(exc)
@@ -94,6 +98,22 @@ async def generate_structured(
         response.accept()
         log.add(response.attempts, usage=response.usage)
         return StructuredResult(values, log.usage, tuple(log.attempts))
+
+
+def _format(
+    signature: type[Signature],
+    inputs: Mapping[str, Any],
+    demos: Sequence[Mapping[str, Any] | Example],
+    *,
+    json_format: bool,
+) -> list[Message]:
+    """The step's messages, observed as DSPy's adapter format event."""
+    event = {"signature": signature, "demos": demos, "inputs": inputs}
+    with callbacks.observe("adapter_format", signature, event) as seen:
+        messages: list[Message] = seen.returned(
+            build_messages(signature, inputs, json_format=json_format, demos=demos)
+        )
+        return messages
 
 
 class _AttemptLog:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..providers.base import Reply
-from ..records import Usage
+from ..records import ToolCall, Usage
 
 __all__ = ["FORMAT", "Entry", "decode"]
 
@@ -45,6 +45,7 @@ class Entry:
                 "finish_reason": reply.finish_reason,
                 "structured": reply.structured,
                 "expires": self.expires,
+                "tool_calls": [[c.name, dict(c.args), c.id] for c in reply.tool_calls],
             },
             separators=(",", ":"),
         ).encode()
@@ -60,6 +61,7 @@ def decode(data: bytes | str) -> Entry | None:
     except (ValueError, TypeError, KeyError):
         return None
     text, finish_reason, structured, expires = fields
+    calls = _tool_calls(value.get("tool_calls", []))
     if (
         value.get("v") != FORMAT
         or not isinstance(text, str)
@@ -67,9 +69,28 @@ def decode(data: bytes | str) -> Entry | None:
         or not isinstance(finish_reason, str | None)
         or not isinstance(structured, bool | None)
         or not (expires is None or _time(expires))
+        or calls is None
     ):
         return None
-    return Entry(Reply(text, Usage(prompt, completion), finish_reason, structured), expires)
+    reply = Reply(text, Usage(prompt, completion), finish_reason, structured, tool_calls=calls)
+    return Entry(reply, expires)
+
+
+def _tool_calls(value: object) -> tuple[ToolCall, ...] | None:
+    """The tool calls of an entry (none in one written before they were kept), or None."""
+    if not isinstance(value, list):
+        return None
+    calls = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 3):
+            return None
+        name, args, call_id = item
+        if not (
+            isinstance(name, str) and isinstance(args, dict) and isinstance(call_id, str | None)
+        ):
+            return None
+        calls.append(ToolCall(name, args, call_id))
+    return tuple(calls)
 
 
 def _count(value: object) -> bool:

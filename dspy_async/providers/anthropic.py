@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..records import ToolCall, image_data
 from .base import (
     Endpoint,
     ErrorBody,
@@ -17,11 +17,12 @@ from .base import (
     missing_key,
     request_params,
     text_or_none,
+    tool_args,
     usage_from,
 )
 
 if TYPE_CHECKING:
-    from ..records import Message, OutputSchema, Usage
+    from ..records import ContentPart, Message, OutputSchema, ToolSpec, Usage
 
 DEFAULT_BASE = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -73,7 +74,7 @@ def build_body(
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": DEFAULT_MAX_TOKENS,
-        "messages": [m for m in messages if m["role"] != "system"],
+        "messages": [_message(m) for m in messages if m["role"] != "system"],
         **params,
     }
     if system:
@@ -90,18 +91,55 @@ def build_body(
     return body | extra
 
 
+def _message(message: Message) -> dict[str, Any]:
+    """A chat message in Anthropic's form: content parts become text and image blocks."""
+    content = message["content"]
+    if isinstance(content, str):
+        return message
+    return {"role": message["role"], "content": [_block(part) for part in content]}
+
+
+def _block(part: ContentPart) -> dict[str, Any]:
+    if part["type"] == "text":
+        return {"type": "text", "text": part["text"]}
+    url = part["image_url"]["url"]
+    data = image_data(url)
+    if data is None:
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    media_type, encoded = data
+    return {
+        "type": "image",
+        "source": {"type": "base64", "media_type": media_type, "data": encoded},
+    }
+
+
+def tool_params(tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    """Tools, one of which must be used, one per reply."""
+    return {
+        "tools": [
+            {"name": t.name, "description": t.description, "input_schema": dict(t.parameters)}
+            for t in tools
+        ],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+    }
+
+
 def parse_reply(body: Any) -> Reply:
+    """The text blocks are the text; tool_use blocks are tool calls (a structured call's
+    answer is the forced tool's input, which the LM reads from them)."""
     blocks = body["content"]
-    tool_inputs = [block["input"] for block in blocks if block["type"] == "tool_use"]
-    if tool_inputs:
-        text = json.dumps(tool_inputs[0])
-    else:
-        text = "".join(block["text"] for block in blocks if block["type"] == "text")
+    calls = tuple(
+        ToolCall(block["name"], tool_args(block["input"]), text_or_none(block.get("id")))
+        for block in blocks
+        if block["type"] == "tool_use"
+    )
+    text = "".join(block["text"] for block in blocks if block["type"] == "text")
     return Reply(
         text=text,
         usage=parse_usage(body),
         finish_reason=finish_reason_from(body.get("stop_reason")),
-        structured=bool(tool_inputs),
+        structured=bool(calls),
+        tool_calls=calls,
         response_id=text_or_none(body.get("id")),
         response_model=text_or_none(body.get("model")),
     )

@@ -8,9 +8,10 @@ could never be sent. `exchange.py` sends requests and turns failures into typed 
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,10 +19,10 @@ import httpx
 
 from .. import _checks
 from ..errors import ConfigurationError
-from ..records import Usage
+from ..records import ToolCall, Usage
 
 if TYPE_CHECKING:
-    from ..records import Message, OutputSchema
+    from ..records import Message, OutputSchema, ToolSpec
 
 __all__ = [
     "EXTRA_BODY",
@@ -36,6 +37,7 @@ __all__ = [
     "missing_key",
     "request_params",
     "text_or_none",
+    "tool_args",
     "usage_from",
 ]
 
@@ -79,6 +81,8 @@ class Reply:
     `response_id` and `response_model` are the provider's id of the completion and the model
     that wrote it, where the body names them (they go on traces, nowhere else).
     `headers` are the response's rate-limit and retry-after headers (exchange.py sets them).
+    `tool_calls` are the tools the model called, in order; `text` is then the prose beside
+    them, if any (Anthropic's forced tool of a structured call is one of them).
     """
 
     text: str
@@ -88,6 +92,7 @@ class Reply:
     response_id: str | None = None
     response_model: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,11 @@ class Provider(Protocol):
     ) -> dict[str, Any]:
         """The JSON request body; with `schema`, ask for it with the native parameter.
         ConfigurationError if `params` holds a name it does not take (see `request_params`)."""
+        ...
+
+    def tool_params(self, tools: Sequence[ToolSpec]) -> dict[str, Any] | None:
+        """The request parameters offering `tools` and making the model call one of them, or
+        None if this provider has no native tool calling (the caller then asks in the prompt)."""
         ...
 
     def parse_reply(self, body: Any) -> Reply:
@@ -304,3 +314,16 @@ def message_from(body: Any) -> str:
             if value:
                 return value if isinstance(value, str) else message_from(value)
     return str(body)
+
+
+def tool_args(value: object) -> dict[str, Any]:
+    """A tool call's arguments: a JSON object, or JSON text of one (OpenAI sends text);
+    ValueError for anything else."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise ValueError("a tool call's arguments are not valid JSON") from None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"a tool call's arguments must be an object, not {type(value).__name__}")
+    return dict(value)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigurationError
+from ..records import image_data, text_of
 from .base import (
     Endpoint,
     ErrorBody,
@@ -20,7 +22,7 @@ from .base import (
 )
 
 if TYPE_CHECKING:
-    from ..records import Message, OutputSchema, Usage
+    from ..records import Message, OutputSchema, ToolSpec, Usage
 
 DEFAULT_HOST = "http://localhost:11434"
 NATIVE_PARAMS = frozenset({"format"})
@@ -82,7 +84,11 @@ def build_body(
     schema: OutputSchema | None,
 ) -> dict[str, Any]:
     params, extra = request_params("ollama", PARAMS, params)
-    body: dict[str, Any] = {"model": model, "messages": messages, "stream": False}
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [_message(m) for m in messages],
+        "stream": False,
+    }
     options = {OPTION_NAMES.get(k, k): v for k, v in params.items() if k not in TOP_LEVEL}
     body.update((k, v) for k, v in params.items() if k in TOP_LEVEL)
     if options:
@@ -90,6 +96,29 @@ def build_body(
     if schema is not None:
         body["format"] = dict(schema.schema)
     return body | extra
+
+
+def _message(message: Message) -> dict[str, Any]:
+    """A chat message in Ollama's form: the text, and the images as base64 in `images`."""
+    content = message["content"]
+    if isinstance(content, str):
+        return message
+    images = []
+    for part in content:
+        if part["type"] == "image_url":
+            data = image_data(part["image_url"]["url"])
+            if data is None:
+                raise ConfigurationError(
+                    "ollama takes images as data, not URLs: build the image from its bytes or "
+                    "file (dspy.Image.from_path(...)) rather than from a URL"
+                )
+            images.append(data[1])
+    return {"role": message["role"], "content": text_of(content), "images": images}
+
+
+def tool_params(tools: Sequence[ToolSpec]) -> None:
+    """None: Ollama cannot make a model call a tool, so tools are offered in the prompt."""
+    return None
 
 
 def parse_reply(body: Any) -> Reply:

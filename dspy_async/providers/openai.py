@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..records import ToolCall
 from .base import (
     Endpoint,
     ErrorBody,
@@ -16,11 +17,12 @@ from .base import (
     missing_key,
     request_params,
     text_or_none,
+    tool_args,
     usage_from,
 )
 
 if TYPE_CHECKING:
-    from ..records import Message, OutputSchema, Usage
+    from ..records import Message, OutputSchema, ToolSpec, Usage
 
 DEFAULT_BASE = "https://api.openai.com/v1"
 NATIVE_PARAMS = frozenset({"response_format", "json_schema"})
@@ -91,19 +93,49 @@ def build_body(
     return body | extra
 
 
+def tool_params(tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    """Function tools, one of which must be called, one call per reply."""
+    return {
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": dict(tool.parameters),
+                },
+            }
+            for tool in tools
+        ],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+    }
+
+
 def parse_reply(body: Any) -> Reply:
     choice = body["choices"][0]
     message = choice["message"]
     content = message.get("content")
+    calls = tuple(
+        ToolCall(
+            call["function"]["name"],
+            tool_args(call["function"]["arguments"]),
+            text_or_none(call.get("id")),
+        )
+        for call in message.get("tool_calls") or ()
+    )
     if not isinstance(content, str):
         refusal = message.get("refusal")
-        raise ValueError(f"model refused: {refusal}" if refusal else "response has no text")
+        if refusal or not calls:
+            raise ValueError(f"model refused: {refusal}" if refusal else "response has no text")
+        content = ""
     return Reply(
         text=content,
         usage=parse_usage(body),
         finish_reason=finish_reason_from(choice.get("finish_reason")),
         response_id=text_or_none(body.get("id")),
         response_model=text_or_none(body.get("model")),
+        tool_calls=calls,
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 
 from ..adapters.reask import reask_messages
 from ..lm import BaseLM, LMResponse, Message, OutputSchema
-from ..records import Attempt, Usage
+from ..records import Attempt, Usage, text_of
 
 __all__ = ["DummyCall", "DummyLM"]
 
@@ -68,7 +68,7 @@ class DummyLM(BaseLM):
             raise output
         text = output if isinstance(output, str) else json.dumps(output)
         usage = Usage(
-            prompt_tokens=sum(len(message["content"].split()) for message in messages),
+            prompt_tokens=sum(len(text_of(message["content"]).split()) for message in messages),
             completion_tokens=len(text.split()),
         )
         return LMResponse(
@@ -99,7 +99,7 @@ _BEFORE, _AFTER = reask_messages("reply", "\0")[-1]["content"].split("\0")
 
 def _reask_reason(messages: list[Message]) -> str | None:
     """The validation error quoted by the call's last turn, if it is a re-ask."""
-    last = messages[-1]["content"]
+    last = text_of(messages[-1]["content"])
     if len(messages) < 2 or messages[-2]["role"] != "assistant" or messages[-1]["role"] != "user":
         return None
     if last.startswith(_BEFORE) and last.endswith(_AFTER):

@@ -70,6 +70,7 @@ class ScriptedAnswer:
     output: str | dict[str, Any]
     latency: float | None
     times: int | None  # None: forever
+    tool_calls: tuple[Mapping[str, Any], ...] = ()  # {"name", "args"} each
 
     def matches(self, text: str) -> bool:
         return self.times != 0 and (self.match is None or self.match in text)
@@ -85,8 +86,8 @@ class Fault:
     status: int = 503
     message: str | None = None
     headers: Mapping[str, str] | None = None
-
     after_chunks: int | None = None  # drop, hang: this far into a streamed answer
+
     def matches(self, text: str) -> bool:
         return self.times != 0 and (self.match is None or self.match in text)
 
@@ -164,8 +165,8 @@ class Script:
         outcome: str,
         status: int | None,
         billed: tuple[int, int] = (0, 0),
-    ) -> None:
         chunks: tuple[int, float | None] = (0, None),
+    ) -> None:
         """Replace ``record`` (if not reset meanwhile) by its finished version; ``billed`` is
         the prompt and completion tokens its reply reported, ``chunks`` how many pieces of a
         streamed answer were sent and when the first was."""
@@ -181,9 +182,9 @@ class Script:
                     status=status,
                     prompt_tokens=prompt,
                     completion_tokens=completion,
-                )
                     chunks_sent=chunks[0],
                     first_chunk_at=chunks[1],
+                )
             self._changed.notify_all()
 
     def choose(self, text: str) -> tuple[Fault | None, ScriptedAnswer | None]:

@@ -3,7 +3,7 @@
 Each ``Wire`` knows one provider's request shape (where the messages, the model and the
 wanted JSON schema live), its success body, its error body and its specific errors
 (authentication, context window, rejected parameter). The simulator drives them all the
-same way.
+same way; a streamed answer is the success body re-cut into events (``_streams.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -24,13 +24,20 @@ __all__ = [
     "Answer",
     "Parsed",
     "Reply",
+    "ToolCallAnswer",
     "Wire",
     "WireError",
     "count_tokens",
 ]
 
 Answer = str | dict[str, Any]
-"""What the simulated model says: text, or a JSON object (tool input for forced Anthropic tools)."""
+"""What the simulated model says: text, or a JSON object (the input of a forced tool)."""
+
+ToolCallAnswer = Mapping[str, Any]
+"""A scripted tool call: {"name": str, "args": {...}}."""
+
+# The image media types Anthropic takes in a base64 source.
+_ANTHROPIC_MEDIA = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 _CONTEXT_LIMIT = 128_000
 
@@ -69,9 +76,8 @@ class Parsed:
     model: str
     text: str  # every message's text, joined by newlines: what ``match`` searches
     schema: Mapping[str, Any] | None = None  # the natively requested JSON schema
-    tool_name: str | None = None  # Anthropic: the forced tool's name
+    tool_name: str | None = None  # the forced tool's name (its input schema is `schema`)
     json_mode: bool = False  # JSON wanted without a native schema (json_object / format "json")
-    stream: bool = False  # Ollama only: answer as NDJSON chunks
 
     @property
     def prompt_tokens(self) -> int:
@@ -104,14 +110,12 @@ class Wire(ABC):
                 raise WireError(self.error(400, self.missing_field_message(name)))
         return body
 
-    def no_streaming(self, fields: Mapping[str, Any]) -> None:
-        """Reject ``stream: true``: the simulator answers OpenAI and Anthropic in one body."""
-        if fields.get("stream"):
-            raise WireError(self.error(400, "stream: not supported by the ProviderSimulator"))
-
     @abstractmethod
-    def success(self, parsed: Parsed, answer: Answer) -> Reply:
-        """The provider's 200 answer carrying ``answer``."""
+    def success(
+        self, parsed: Parsed, answer: Answer, tool_calls: Sequence[ToolCallAnswer] = ()
+    ) -> Reply:
+        """The provider's 200 answer carrying ``answer``, or ``tool_calls`` (with ``answer``
+        as the text beside them)."""
 
     @abstractmethod
     def error(self, status: int, message: str | None = None) -> Reply:
@@ -145,6 +149,20 @@ def _messages_text(messages: object) -> str:
     return "\n".join(
         _text_of(m.get("content")) for m in messages if isinstance(m, Mapping) and m.get("content")
     )
+
+
+def _content_parts(messages: object) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every content part of every message, with where it is (``messages.0.content.1``)."""
+    parts = []
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        content = message.get("content") if isinstance(message, Mapping) else None
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            parts.append((f"messages.{i}.content.{j}", part if isinstance(part, Mapping) else {}))
+    return parts
+
+
+def _call_id(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(12)}"
 
 
 def _dumps(answer: Answer) -> str:
@@ -203,7 +221,6 @@ class OpenAIWire(Wire):
 
     def parse(self, body: object) -> Parsed:
         fields = self.fields(body, ("model", "messages"))
-        self.no_streaming(fields)
         response_format = fields.get("response_format")
         schema = None
         json_mode = False
@@ -211,15 +228,72 @@ class OpenAIWire(Wire):
             if response_format.get("type") == "json_schema":
                 schema = response_format.get("json_schema", {}).get("schema")
             json_mode = response_format.get("type") == "json_object"
+        self._check_images(fields["messages"])
+        tool = self._forced_tool(fields.get("tools"), fields.get("tool_choice"))
         return Parsed(
             model=str(fields["model"]),
             text=_messages_text(fields["messages"]),
-            schema=schema,
+            schema=tool.get("parameters", {}) if tool is not None else schema,
+            tool_name=str(tool["name"]) if tool is not None else None,
             json_mode=json_mode,
         )
 
-    def success(self, parsed: Parsed, answer: Answer) -> Reply:
+    def _check_images(self, messages: object) -> None:
+        for where, part in _content_parts(messages):
+            if part.get("type") != "image_url":
+                continue
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, Mapping) else None
+            if not isinstance(url, str) or not (
+                url.startswith(("http://", "https://")) or url.startswith("data:image/")
+            ):
+                raise WireError(
+                    self.error(
+                        400,
+                        f"Invalid '{where}.image_url.url'. Expected a valid URL or a "
+                        "base64-encoded data URL with an image MIME type "
+                        "(e.g. 'data:image/png;base64,aW1nIGJ5dGVzIGhlcmU=').",
+                    )
+                )
+
+    @staticmethod
+    def _forced_tool(tools: object, choice: object) -> Mapping[str, Any] | None:
+        """The function a ``tool_choice`` of "required" (the first) or by name makes the
+        model call, if any."""
+        offered = tools if isinstance(tools, list) else []
+        functions: list[Mapping[str, Any]] = [
+            t["function"]
+            for t in offered
+            if isinstance(t, Mapping) and isinstance(t.get("function"), Mapping)
+        ]
+        if not functions:
+            return None
+        if choice == "required":
+            return functions[0]
+        if isinstance(choice, Mapping) and isinstance(choice.get("function"), Mapping):
+            name = choice["function"].get("name")
+            return next((f for f in functions if f.get("name") == name), None)
+        return None
+
+    def success(
+        self, parsed: Parsed, answer: Answer, tool_calls: Sequence[ToolCallAnswer] = ()
+    ) -> Reply:
         completion = _completion_tokens(answer)
+        message: dict[str, Any] = {"role": "assistant", "content": _dumps(answer)}
+        if not tool_calls and parsed.tool_name is not None and isinstance(answer, dict):
+            tool_calls = [{"name": parsed.tool_name, "args": answer}]
+            message["content"] = None
+        if tool_calls:
+            message["content"] = message["content"] or None
+            message["tool_calls"] = [
+                {
+                    "id": _call_id("call_"),
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+                }
+                for call in tool_calls
+            ]
+        message["refusal"] = None
         return json_reply(
             200,
             {
@@ -230,13 +304,9 @@ class OpenAIWire(Wire):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {
-                            "role": "assistant",
-                            "content": _dumps(answer),
-                            "refusal": None,
-                        },
+                        "message": message,
                         "logprobs": None,
-                        "finish_reason": "stop",
+                        "finish_reason": "tool_calls" if tool_calls else "stop",
                     }
                 ],
                 "usage": {
@@ -319,9 +389,9 @@ class AnthropicWire(Wire):
 
     def parse(self, body: object) -> Parsed:
         fields = self.fields(body, ("model", "messages", "max_tokens"))
-        self.no_streaming(fields)
         system = _text_of(fields.get("system"))
         text = "\n".join(filter(None, (system, _messages_text(fields["messages"]))))
+        self._check_blocks(fields["messages"])
         tool = self._forced_tool(fields.get("tools"), fields.get("tool_choice"))
         return Parsed(
             model=str(fields["model"]),
@@ -329,6 +399,36 @@ class AnthropicWire(Wire):
             schema=tool.get("input_schema") if tool else None,
             tool_name=str(tool["name"]) if tool else None,
         )
+
+    def _check_blocks(self, messages: object) -> None:
+        """Refuse content blocks Anthropic refuses: OpenAI's image_url parts, and image
+        blocks whose source is neither base64 data of a known image type nor a URL."""
+        for where, block in _content_parts(messages):
+            kind = block.get("type")
+            if kind == "image":
+                source = block.get("source")
+                source = source if isinstance(source, Mapping) else {}
+                if source.get("type") == "url" and isinstance(source.get("url"), str):
+                    continue
+                if source.get("type") != "base64" or not isinstance(source.get("data"), str):
+                    raise WireError(self.error(400, f"{where}.source: Field required"))
+                if source.get("media_type") not in _ANTHROPIC_MEDIA:
+                    raise WireError(
+                        self.error(
+                            400,
+                            f"{where}.source.base64.media_type: Input should be 'image/jpeg', "
+                            "'image/png', 'image/gif' or 'image/webp'",
+                        )
+                    )
+            elif kind not in ("text", "tool_use", "tool_result", "document"):
+                raise WireError(
+                    self.error(
+                        400,
+                        f"{where}: Input tag {kind!r} found using 'type' does not match any of "
+                        "the expected tags: 'text', 'image', 'document', 'tool_use', "
+                        "'tool_result'",
+                    )
+                )
 
     @staticmethod
     def _forced_tool(tools: object, choice: object) -> Mapping[str, Any] | None:
@@ -342,18 +442,35 @@ class AnthropicWire(Wire):
                     return tool
         return None
 
-    def success(self, parsed: Parsed, answer: Answer) -> Reply:
+    def success(
+        self, parsed: Parsed, answer: Answer, tool_calls: Sequence[ToolCallAnswer] = ()
+    ) -> Reply:
         tool_input = answer if isinstance(answer, dict) else _json_object(answer)
-        content: dict[str, Any]
-        if parsed.tool_name is not None and tool_input is not None:
-            content = {
-                "type": "tool_use",
-                "id": f"toolu_{secrets.token_hex(12)}",
-                "name": parsed.tool_name,
-                "input": tool_input,
-            }
+        content: list[dict[str, Any]]
+        if tool_calls:
+            prose = _dumps(answer)
+            content = [{"type": "text", "text": prose}] if prose else []
+            content += [
+                {
+                    "type": "tool_use",
+                    "id": _call_id("toolu_"),
+                    "name": c["name"],
+                    "input": c["args"],
+                }
+                for c in tool_calls
+            ]
+        elif parsed.tool_name is not None and tool_input is not None:
+            content = [
+                {
+                    "type": "tool_use",
+                    "id": _call_id("toolu_"),
+                    "name": parsed.tool_name,
+                    "input": tool_input,
+                }
+            ]
         else:
-            content = {"type": "text", "text": _dumps(answer)}
+            content = [{"type": "text", "text": _dumps(answer)}]
+        used_tool = any(block["type"] == "tool_use" for block in content)
         return json_reply(
             200,
             {
@@ -361,8 +478,8 @@ class AnthropicWire(Wire):
                 "type": "message",
                 "role": "assistant",
                 "model": parsed.model,
-                "content": [content],
-                "stop_reason": "tool_use" if content["type"] == "tool_use" else "end_turn",
+                "content": content,
+                "stop_reason": "tool_use" if used_tool else "end_turn",
                 "stop_sequence": None,
                 "usage": {
                     "input_tokens": parsed.prompt_tokens,
@@ -407,7 +524,7 @@ def _json_object(text: str) -> dict[str, Any] | None:
 
 
 class OllamaWire(Wire):
-    """Ollama chat (``POST /api/chat``): one JSON body, or NDJSON when ``stream`` is not false."""
+    """Ollama chat (``POST /api/chat``); streamed as NDJSON unless ``stream`` is false."""
 
     provider = "ollama"
     _ERRORS: ClassVar[dict[int, str]] = {
@@ -423,21 +540,47 @@ class OllamaWire(Wire):
 
     def parse(self, body: object) -> Parsed:
         fields = self.fields(body, ("model",))
+        self._check_messages(fields.get("messages"))
         fmt = fields.get("format")
         return Parsed(
             model=str(fields["model"]),
             text=_messages_text(fields.get("messages")),
             schema=fmt if isinstance(fmt, Mapping) else None,
             json_mode=fmt == "json",
-            stream=fields.get("stream", True) is not False,
         )
 
-    def success(self, parsed: Parsed, answer: Answer) -> Reply:
+    def _check_messages(self, messages: object) -> None:
+        """Ollama's content is a string, and its images base64 strings (no data: URLs)."""
+        for i, message in enumerate(messages if isinstance(messages, list) else ()):
+            if not isinstance(message, Mapping):
+                continue
+            if not isinstance(message.get("content", ""), str):
+                raise WireError(
+                    self.error(
+                        400,
+                        "json: cannot unmarshal array into Go struct field "
+                        "ChatRequest.messages.content of type string",
+                    )
+                )
+            images = message.get("images", [])
+            if not isinstance(images, list) or not all(
+                isinstance(image, str) and not image.startswith("data:") for image in images
+            ):
+                raise WireError(self.error(400, f"illegal base64 data in messages[{i}].images"))
+
+    def success(
+        self, parsed: Parsed, answer: Answer, tool_calls: Sequence[ToolCallAnswer] = ()
+    ) -> Reply:
         created_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        message: dict[str, Any] = {"role": "assistant", "content": _dumps(answer)}
+        if tool_calls:
+            message["tool_calls"] = [
+                {"function": {"name": c["name"], "arguments": c["args"]}} for c in tool_calls
+            ]
         final = {
             "model": parsed.model,
             "created_at": created_at,
-            "message": {"role": "assistant", "content": _dumps(answer)},
+            "message": message,
             "done": True,
             "done_reason": "stop",
             "total_duration": 1_000_000,
@@ -447,14 +590,7 @@ class OllamaWire(Wire):
             "eval_count": _completion_tokens(answer),
             "eval_duration": 500_000,
         }
-        if not parsed.stream:
-            return json_reply(200, final)
-        chunk = {**final, "done": False}
-        for key in set(final) - {"model", "created_at", "message", "done"}:
-            del chunk[key]
-        final["message"] = {"role": "assistant", "content": ""}
-        lines = (json.dumps(chunk) + "\n" + json.dumps(final) + "\n").encode()
-        return Reply(200, lines, content_type="application/x-ndjson")
+        return json_reply(200, final)
 
     def error(self, status: int, message: str | None = None) -> Reply:
         return json_reply(status, {"error": message or self._ERRORS.get(status, f"HTTP {status}")})
