@@ -16,6 +16,10 @@ Layout, following a call from the caller down:
     integrations/              dspy_lm(): DSPy's own programs on this runtime, DSPy imported on use;
                                otel.py: OpenTelemetry spans and metrics, on with instrument()
     usage.py                   track_usage(): tokens per program run; Price for cost estimates
+    callbacks.py, history.py   dspy.configure(callbacks=[...]) with DSPy's handlers; lm.history,
+                               inspect_history()
+    types.py, tools.py         History and Image inputs; Tool, for ReAct (react.py)
+    evaluate.py, teleprompt.py Evaluate over a dev set; LabeledFewShot and BootstrapFewShot
 """
 
 import logging as _logging
@@ -23,6 +27,7 @@ import typing as _typing
 
 from . import events
 from .cache import configure_cache
+from .callbacks import BaseCallback
 from .errors import (
     AuthenticationError,
     BadRequestError,
@@ -43,16 +48,22 @@ from .errors import (
     StateError,
     UnsupportedParameterError,
 )
+from .evaluate import Evaluate, EvaluationResult
 from .example import Example
+from .history import inspect_history
 from .lm import LM, BaseLM, LMResponse, OutputSchema
 from .module import Module
 from .pipeline.trace import instrument, uninstrument
 from .predict import ChainOfThought, Predict
 from .prediction import Completions, Prediction
+from .react import ReAct
 from .records import Attempt, Usage
 from .retry import RetryPolicy
 from .settings import StructuredOutputSettings, configure, context, settings
 from .signatures import InputField, OutputField, Signature, make_signature
+from .teleprompt import BootstrapFewShot, LabeledFewShot
+from .tools import Tool
+from .types import History, Image
 from .usage import Price, UsageTracker, track_usage
 
 if _typing.TYPE_CHECKING:  # names for the annotations below only: none of them is public
@@ -82,17 +93,24 @@ __all__ = [
     "Attempt",
     "AuthenticationError",
     "BadRequestError",
+    "BaseCallback",
     "BaseLM",
     "BatchError",
+    "BootstrapFewShot",
     "ChainOfThought",
     "Completions",
     "ConfigurationError",
     "ContextWindowExceededError",
     "DSPyAsyncError",
+    "Evaluate",
+    "EvaluationResult",
     "Example",
+    "History",
+    "Image",
     "InputField",
     "LMError",
     "LMResponse",
+    "LabeledFewShot",
     "Module",
     "OutputField",
     "OutputSchema",
@@ -105,6 +123,7 @@ __all__ = [
     "ProviderServerError",
     "ProviderTimeoutError",
     "RateLimitError",
+    "ReAct",
     "RetryPolicy",
     "RuntimeClosedError",
     "RuntimeReentryError",
@@ -112,6 +131,7 @@ __all__ = [
     "SignatureError",
     "StateError",
     "StructuredOutputSettings",
+    "Tool",
     "UnsupportedParameterError",
     "Usage",
     "UsageTracker",
@@ -121,6 +141,7 @@ __all__ = [
     "context",
     "dspy_lm",
     "events",
+    "inspect_history",
     "instrument",
     "make_signature",
     "settings",

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import abc
 import functools
+import json
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 
-from . import _checks, _forksafe, _http, _runtime, events, usage
+from . import _checks, _forksafe, _http, _runtime, callbacks, events, history, usage
 from .errors import ConfigurationError, LMError
 from .pipeline import Answer, Call, compose, compose_call, trace
 from .pipeline.cache import Cache, Verdict, check_rollout_id, split_options
@@ -28,7 +30,7 @@ from .pipeline.slots import Slots
 from .providers import get_provider
 from .providers.base import request_params
 from .providers.exchange import Request
-from .records import Attempt, Message, OutputSchema, Usage, spent
+from .records import Attempt, ContentPart, Message, OutputSchema, ToolCall, Usage, image_data, spent
 from .retry import AttemptFailed, RetryPolicy, call_with_retries
 from .settings import settings
 
@@ -43,7 +45,9 @@ ROLES = frozenset({"system", "user", "assistant"})
 class LMResponse:
     """What one LM call produced: the text, its token usage and every attempt it took.
     `usage` is what every attempt was billed, failed ones included (mostly zero). `cached`:
-    the response cache answered, with no request (`usage.saved_tokens` says what it saved)."""
+    the response cache answered, with no request (`usage.saved_tokens` says what it saved).
+    `tool_calls`: the tools the model called, when the call offered tools (`text` is then the
+    prose beside the calls, often empty)."""
 
     text: str
     usage: Usage
@@ -53,6 +57,7 @@ class LMResponse:
     finish_reason: str | None = None
     cached: bool = False
     _verdict: Verdict | None = field(default=None, repr=False, compare=False)
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def accept(self) -> None:
         """Let the response cache keep this answer, which passed the caller's checks. Needed
@@ -80,18 +85,39 @@ class BaseLM(abc.ABC):
         self.provider = provider
         self.supports_native_structured = True
         self._usage = Usage()
+        self._history: deque[dict[str, Any]] = deque()
         # Guards this LM's mutable state (subclasses share it); unlocked in a forked child.
         self._lock = _forksafe.lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Copies (pickle, deepcopy) get a fresh lock and keep the usage counted so far.
+        # Copies (pickle, deepcopy) get a fresh lock and no history (as DSPy's copies), and
+        # keep the usage counted so far.
         state = self.__dict__.copy()
         del state["_lock"]
+        state.pop("_history", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = _forksafe.lock()
+        self._history = deque()
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """This LM's last calls, oldest first, as DSPy's `lm.history` has them (see
+        history.py); a snapshot, safe to read while calls are adding to it."""
+        with self._lock:
+            return list(self._history)
+
+    def inspect_history(self, n: int = 1, file: TextIO | None = None) -> None:
+        """Print this LM's last `n` calls (`dspy.inspect_history(n)` prints every LM's)."""
+        history.pretty_print(self.history, n, file)
+
+    def _remember(self, entry: dict[str, Any], limit: int) -> None:
+        with self._lock:
+            self._history.append(entry)
+            while len(self._history) > limit:
+                self._history.popleft()
 
     @property
     def usage(self) -> Usage:
@@ -109,13 +135,18 @@ class BaseLM(abc.ABC):
         **params: Any,
     ) -> LMResponse:
         """Send a prompt (as one user message) or a list of chat messages; await the response."""
-        try:
-            response = await self._generate(to_messages(prompt, messages), output_schema, params)
-        except LMError as error:
-            self._count(spent(error.attempts))  # a failed call can still have been billed
-            raise
-        self._count(response.usage)
-        return response
+        inputs = {"prompt": prompt, "messages": messages, "kwargs": params}
+        with callbacks.observe("lm", self, inputs) as seen:
+            checked = to_messages(prompt, messages)
+            try:
+                response = await self._generate(checked, output_schema, params)
+            except LMError as error:
+                self._count(spent(error.attempts))  # a failed call can still have been billed
+                raise
+            self._count(response.usage)
+            seen.outputs = outputs = history.entry_outputs(response)
+            history.record(self, prompt, checked, params, response, outputs)
+            return response
 
     def _count(self, billed: Usage) -> None:
         with self._lock:
@@ -159,10 +190,11 @@ def to_messages(prompt: str | None, messages: list[Message] | None) -> list[Mess
         raise TypeError(f"messages must be a list of message dicts, not {type(messages).__name__}")
     checked: list[Message] = []
     for index, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, Mapping) else None
         if (
             not isinstance(message, Mapping)
             or message.get("role") not in ROLES
-            or not isinstance(message.get("content"), str)
+            or not isinstance(content, str | list)
             or len(message) != 2
         ):
             got = (
@@ -174,11 +206,50 @@ def to_messages(prompt: str | None, messages: list[Message] | None) -> list[Mess
                 f"messages[{index}] must be {{'role': 'system'|'user'|'assistant', "
                 f"'content': str}}, got {got}"
             )
-        content = _text(f"messages[{index}]['content']", message["content"])
-        checked.append({"role": message["role"], "content": content})
+        where = f"messages[{index}]['content']"
+        if isinstance(content, list):
+            if message["role"] != "user":
+                raise TypeError(f"{where}: only a user message may be a list of content parts")
+            checked.append({"role": "user", "content": _parts(where, content)})
+        else:
+            checked.append({"role": message["role"], "content": _text(where, content)})
     if not checked:
         raise TypeError("messages must not be empty")
     return checked
+
+
+def _parts(where: str, parts: list[Any]) -> list[ContentPart]:
+    """Content parts checked and copied: text parts, and images as https or data URLs."""
+    if not parts:
+        raise TypeError(f"{where} must not be an empty list")
+    checked: list[ContentPart] = []
+    for index, part in enumerate(parts):
+        at = f"{where}[{index}]"
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text" and set(part) == {"type", "text"}:
+            checked.append({"type": "text", "text": _text(f"{at}['text']", part["text"])})
+            continue
+        image = part.get("image_url") if kind == "image_url" else None
+        if set(part) == {"type", "image_url"} and isinstance(image, Mapping):
+            url = image.get("url")
+            if set(image) <= {"url", "detail"} and isinstance(url, str) and _image_url(url):
+                checked.append({"type": "image_url", "image_url": dict(image)})
+                continue
+            raise TypeError(
+                f"{at}['image_url'] must be {{'url': an http(s) URL or a "
+                "'data:image/...;base64,...' URL}"
+            )
+        raise TypeError(
+            f"{at} must be {{'type': 'text', 'text': str}} or "
+            f"{{'type': 'image_url', 'image_url': {{'url': str}}}}, got {_checks.shown(part)}"
+        )
+    return checked
+
+
+def _image_url(url: str) -> bool:
+    return image_data(url) is not None or (
+        url.startswith(("https://", "http://")) and _checks.unencodable(url) is None
+    )
 
 
 def _text(where: str, text: object) -> str:
@@ -329,8 +400,12 @@ class LM(BaseLM):
                 cached=answer.cached,
             )
         )
+        text, tool_calls = reply.text, reply.tool_calls
+        if call.request.structured and tool_calls:
+            # Anthropic answers a structured call with the forced tool, whose input is the answer.
+            text, tool_calls = json.dumps(tool_calls[0].args), ()
         return LMResponse(
-            reply.text,
+            text,
             billed,
             self.model,
             self.provider,
@@ -338,6 +413,7 @@ class LM(BaseLM):
             reply.finish_reason,
             answer.cached,
             answer.verdict,
+            tool_calls,
         )
 
     async def _retries(self, traced: trace.CallTrace, call: Call) -> Answer:

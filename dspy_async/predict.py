@@ -18,7 +18,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import _checks, _runtime
+from . import _checks, _runtime, callbacks
 from .adapters import generate_structured
 from .errors import ConfigurationError, SignatureError
 from .example import Example
@@ -110,10 +110,14 @@ class Predict(Module):
         return f"{type(self).__name__}({self.signature!r})"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
-        return self.forward(*args, **kwargs)
+        with callbacks.module_call(self, args, kwargs) as seen:  # a no-op unless configured
+            prediction: Prediction = seen.returned(self.forward(*args, **kwargs))
+            return prediction
 
     async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
-        return await self.aforward(*args, **kwargs)
+        with callbacks.module_call(self, args, kwargs) as seen:
+            prediction: Prediction = seen.returned(await self.aforward(*args, **kwargs))
+            return prediction
 
     def forward(self, *args: Any, **kwargs: Any) -> Prediction:
         """Run the step and block until its Prediction is ready."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Any
@@ -184,20 +184,29 @@ class ProviderSimulator:
         self,
         match: str | None = None,
         *,
-        output: str | Mapping[str, Any],
+        output: str | Mapping[str, Any] | None = None,
+        tool_calls: Sequence[Mapping[str, Any]] | None = None,
         latency: float | None = None,
         times: int | None = None,
     ) -> None:
         """Answer requests whose message text contains ``match`` (every request if None).
 
-        A mapping ``output`` is sent as a JSON object (Anthropic: as the forced tool's
-        input); a string is sent as text. ``latency`` overrides the simulator's for these
-        requests; ``times`` limits how many requests the rule answers (None: no limit).
-        The first registered rule that still has uses and matches wins.
+        A mapping ``output`` is sent as a JSON object (as the input of a forced tool, when
+        the request forces one); a string is sent as text. ``tool_calls``
+        (``[{"name": "search", "args": {...}}]``) answer with those tool calls in the
+        provider's format (OpenAI ``tool_calls``, Anthropic ``tool_use`` blocks, Ollama's
+        ``message.tool_calls``), a string ``output`` as the text beside them.
+        ``latency`` overrides the simulator's for these requests; ``times`` limits how many
+        requests the rule answers (None: no limit). The first registered rule that still
+        has uses and matches wins.
         """
         _check_times(times)
-        value: str | dict[str, Any] = output if isinstance(output, str) else dict(output)
-        self._script.add_answer(ScriptedAnswer(match, value, latency, times))
+        calls = tuple(_check_tool_call(call) for call in tool_calls or ())
+        if output is None and not calls:
+            raise ValueError("respond() needs an output, or tool_calls, or both")
+        text = "" if output is None else output
+        value: str | dict[str, Any] = text if isinstance(text, str) else dict(text)
+        self._script.add_answer(ScriptedAnswer(match, value, latency, times, calls))
 
     def fault(
         self,
@@ -316,7 +325,8 @@ class ProviderSimulator:
     ) -> Reply | None:
         """The reply to a valid request, or None once a fault has closed the connection."""
         if fault is None:
-            return wire.success(parsed, _answer(parsed, answer))
+            calls = answer.tool_calls if answer is not None else ()
+            return wire.success(parsed, _answer(parsed, answer), calls)
         headers = fault.headers or {}
         if fault.kind == "status":
             return _with_headers(wire.error(fault.status, fault.message), headers)
@@ -417,6 +427,17 @@ async def _truncated(request: web.Request, reply: Reply) -> web.StreamResponse:
     await response.write(reply.body[: len(reply.body) // 2])
     request.protocol.force_close()
     return response
+
+
+def _check_tool_call(call: Mapping[str, Any]) -> dict[str, Any]:
+    if (
+        not isinstance(call, Mapping)
+        or set(call) != {"name", "args"}
+        or not isinstance(call["name"], str)
+        or not isinstance(call["args"], Mapping)
+    ):
+        raise ValueError(f"a tool call is {{'name': str, 'args': {{...}}}}, got {call!r}")
+    return {"name": call["name"], "args": dict(call["args"])}
 
 
 def _check_times(times: int | None) -> None:
