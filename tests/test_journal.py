@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pydantic
 import pytest
