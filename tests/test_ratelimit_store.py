@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 
 import pytest
+import redis
 
 from dspy_async.ratelimit.bucket import HEADROOM, START_MARGIN, Limit, Settlement
 from dspy_async.ratelimit.headers import Observation
@@ -166,16 +168,21 @@ async def test_redis_down_falls_back_to_the_local_budget_with_one_warning(
     local = LocalStore()
     shared = RedisStore(spare_redis.url, local)
     limits = {"requests": Limit(3, SLOW)}
+    fast = {"requests": Limit(3, 10.0)}
     try:
         assert (await shared.take(KEY, costs(), limits, now())).taken
         spare_redis.kill()
         caplog.set_level(logging.INFO, logger="dspy_async")
         started = time.monotonic()
-        # The local budget is the fallback: full, as nothing of Redis's state is known here.
-        granted = [(await shared.take(KEY, costs(), limits, now())).taken for _ in range(4)]
-        await shared.settle(KEY, Settlement(pause=0.0), limits, now())
+        # The local budget is the fallback, empty at first (the fleet may have spent the
+        # shared one) and refilling at the limit's rate.
+        short = await shared.take(KEY, costs(), fast, now())
+        assert not short.taken and short.wait == pytest.approx(0.1, abs=0.05)
+        await asyncio.sleep(0.25)
+        granted = [(await shared.take(KEY, costs(), fast, now())).taken for _ in range(3)]
+        await shared.settle(KEY, Settlement(pause=0.0), fast, now())
         assert time.monotonic() - started < 2.0  # no hang on a dead server
-        assert granted == [True, True, True, False]
+        assert granted == [True, True, False]
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1
         assert "cannot be reached" in warnings[0].getMessage()
@@ -190,3 +197,45 @@ async def test_redis_down_falls_back_to_the_local_budget_with_one_warning(
         assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
     finally:
         await shared.aclose()
+
+
+async def test_a_pause_and_learned_limits_reach_every_client_of_the_redis(
+    redis_url: str,
+) -> None:
+    # Two stores with their own connections: two processes, or two hosts.
+    first, second = RedisStore(redis_url, LocalStore()), RedisStore(redis_url, LocalStore())
+    try:
+        seen = {"requests": Observation(limit=3, remaining=1, reset=None)}
+        await first.settle(KEY, Settlement(observed=seen), {}, now())
+        assert (await second.take(KEY, costs(), {}, now())).taken
+        assert (await second.take(KEY, costs(), {}, now())).reason == "requests"
+        await second.settle(KEY, Settlement(pause=1.0), {}, now())
+        assert (await first.take(KEY, costs(), {}, now())).reason == "pause"
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_a_thousand_calls_at_once_share_a_few_redis_connections(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = RedisStore(redis_url, LocalStore())
+    limits = {"requests": Limit(2000, 1.0)}
+    try:
+        grants = await asyncio.gather(
+            *(shared.take(KEY, costs(), limits, now()) for _ in range(1000)),
+            *(
+                shared.settle(KEY, Settlement(refunds={"tokens": 1}), limits, now())
+                for _ in range(1000)
+            ),
+        )
+    finally:
+        await shared.aclose()
+    assert all(grant.taken for grant in grants[:1000])
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    client = redis.Redis.from_url(redis_url)
+    try:
+        level = float(client.hget(KEY_PREFIX + KEY, "requests:level") or 0)
+    finally:
+        client.close()
+    assert level == pytest.approx(1000, abs=1)  # every take counted, none fell back

@@ -139,6 +139,12 @@ class Bucket:
                 self.levels[dimension] = Level(level - costs[dimension], since, known.learned)
         return Grant(0.0, blind=not current)
 
+    def drain(self, configured: Mapping[str, Limit], now: float) -> None:
+        """Empty every dimension known or configured: it refills from nothing at `now`."""
+        for dimension in {*self.levels, *configured}:
+            known = self.levels.get(dimension)
+            self.levels[dimension] = Level(0.0, now, None if known is None else known.learned)
+
     def settle(self, settlement: Settlement, configured: Mapping[str, Limit], now: float) -> None:
         """Return refunds, learn limits and levels from headers, start a pause."""
         for dimension in DIMENSIONS:

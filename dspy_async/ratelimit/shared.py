@@ -8,7 +8,8 @@ knows the limits.
 
 Redis is a help, never a dependency of a call: connections and commands have short
 timeouts, and when Redis cannot be reached the store falls back to the process's local
-budget, logs one warning, and tries Redis again every `RECONNECT_AFTER` seconds. The client
+budget (empty at first: the fleet may have spent the shared one), logs one warning, and
+tries Redis again every `RECONNECT_AFTER` seconds. The client
 is redis-py's asyncio client, imported on first use (the `redis` extra).
 """
 
@@ -45,9 +46,10 @@ KEY_PREFIX = "dspy-async:ratelimit:"
 # How long an account's state outlives its last use: learned limits survive restarts.
 TTL = 86_400
 # Socket and per-command limits: a Redis that does not answer costs a call this, not a hang.
-CONNECT_TIMEOUT = 0.5
-COMMAND_TIMEOUT = 0.5
+CONNECT_TIMEOUT = 1.0
+COMMAND_TIMEOUT = 1.0
 RECONNECT_AFTER = 5.0
+MAX_CONNECTIONS = 16  # per process and Redis URL
 SCHEMES = ("redis", "rediss", "unix")
 
 _PREAMBLE = """
@@ -173,20 +175,26 @@ class RedisStore:
         self._down_until = -math.inf  # clock time before which Redis is not tried again
         self._probing = False
         self._warned = False
+        self._drained: set[str] = set()  # accounts whose local budget this outage emptied
 
     def _connect(self) -> tuple[AsyncScript, AsyncScript]:
         if self._scripts is None:
             # Imported here: `import dspy_async` must work without the redis extra.
-            from redis.asyncio import Redis
+            from redis.asyncio import BlockingConnectionPool, Redis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            self._client = Redis.from_url(
+            # A few connections, waited for: thousands of calls settling at once queue for
+            # one (each script takes microseconds) rather than open a socket each.
+            pool = BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=COMMAND_TIMEOUT,
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=COMMAND_TIMEOUT,
                 retry=Retry(NoBackoff(), 0),
             )
+            self._client = Redis.from_pool(pool)
             self._scripts = (
                 self._client.register_script(_TAKE),
                 self._client.register_script(_SETTLE),
@@ -203,7 +211,7 @@ class RedisStore:
         self._probing = down
         try:
             script = self._connect()[which]
-            async with asyncio.timeout(CONNECT_TIMEOUT + COMMAND_TIMEOUT):
+            async with asyncio.timeout(CONNECT_TIMEOUT + 2 * COMMAND_TIMEOUT):
                 result = await script(keys=[KEY_PREFIX + key], args=args)
         except Exception as exc:  # redis errors, OSError, TimeoutError: all mean "not now"
             self._mark_down(exc, now)
@@ -216,6 +224,8 @@ class RedisStore:
         return result
 
     def _mark_down(self, exc: BaseException, now: float) -> None:
+        if self._down_until == -math.inf:
+            self._drained.clear()  # a new outage: each account's local budget starts empty
         self._down_until = now + RECONNECT_AFTER
         reason = f"{type(exc).__name__}: {exc}"
         if not self._warned:
@@ -236,6 +246,11 @@ class RedisStore:
             args += [costs.get(dimension, 0.0), *_limits_args(limits, dimension)]
         result = await self._run(0, key, args, now)
         if result is None:
+            if key not in self._drained:
+                # The fleet may have spent the shared budget: this process starts with none
+                # and refills at the limit, rather than bursting a whole bucket's worth.
+                self._drained.add(key)
+                self.fallback.drain(key, limits, now)
             return await self.fallback.take(key, costs, limits, now)
         taken, wait, reason, blind = result
         if int(taken):

@@ -51,6 +51,10 @@ class LocalStore:
             self._buckets.move_to_end(key)
         return bucket
 
+    def drain(self, key: str, limits: Mapping[str, Limit], now: float) -> None:
+        """Empty the account's bucket now, in every dimension it knows or `limits` names."""
+        self.bucket(key).drain(limits, now)
+
     def forget(self, key: str) -> None:
         """Drop the account's bucket: it starts again knowing nothing."""
         self._buckets.pop(key, None)
