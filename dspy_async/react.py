@@ -113,6 +113,7 @@ class ReAct(Module):
 
     async def aforward(self, **input_args: Any) -> Prediction:
         max_iters = _checks.positive_int("max_iters", input_args.pop("max_iters", self.max_iters))
+        self.signature.validate_inputs(input_args)  # SignatureError now, before any request
         trajectory: dict[str, Any] = {}
         spent = _Spent()
         for index in range(max_iters):

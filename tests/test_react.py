@@ -238,6 +238,14 @@ def test_dspy_names_and_a_dummy_lm() -> None:
     assert "You are an Agent." in instructions and "(1) add, whose description" in instructions
 
 
+def test_inputs_are_checked_before_any_request() -> None:
+    lm = DummyLM()
+    agent = dspy.ReAct("question -> answer", tools=[add])
+    with dspy.context(lm=lm), pytest.raises(dspy.SignatureError, match="question"):
+        agent(query="1 + 2?")
+    assert lm.calls == []
+
+
 def test_react_refuses_duplicate_or_reserved_tool_names() -> None:
     with pytest.raises(dspy.ConfigurationError, match="two tools"):
         dspy.ReAct("q -> a", tools=[add, add])

@@ -206,3 +206,20 @@ def test_compiled_saved_loaded_in_a_fresh_process_and_evaluated_alike(
     assert there["answers"] == [prediction.get("answer") for _, prediction, _ in here.results]
     assert there["failed"] == [3]
     assert there["demos"] == [demo.toDict() for demo in compiled.solve.predict.demos]
+
+
+def test_compile_is_observed_by_callbacks() -> None:
+    seen: list[tuple[str, Any]] = []
+
+    class Compiles(dspy.BaseCallback):
+        def on_compile_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+            seen.append(("start", instance))
+
+        def on_compile_end(self, call_id: str, outputs: Any, exception: Any = None) -> None:
+            seen.append(("end", outputs))
+
+    bootstrap = dspy.BootstrapFewShot(max_labeled_demos=0)
+    lm = DummyLM(respond=lambda messages: {"reasoning": "r", "answer": "Paris"})
+    with dspy.context(lm=lm, callbacks=[Compiles()]):
+        compiled = bootstrap.compile(QA(), trainset=examples(["France"]))
+    assert seen == [("start", bootstrap), ("end", compiled)]
