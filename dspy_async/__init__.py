@@ -11,6 +11,7 @@ Layout, following a call from the caller down:
     providers/                 OpenAI, Anthropic and Ollama wire formats over _http.py
     _runtime.py                the hidden event-loop thread every call runs on
     errors.py, records.py      the exception hierarchy; usage and attempt records
+    streaming/                 lm.stream(), predict.stream(): text and fields as they arrive
     settings.py                configure() and context()
     testing/                   ProviderSimulator, DummyLM, pytest plugin
     integrations/              dspy_lm(): DSPy's own programs on this runtime, DSPy imported on use;
@@ -64,6 +65,7 @@ from .signatures import InputField, OutputField, Signature, make_signature
 from .teleprompt import BootstrapFewShot, LabeledFewShot
 from .tools import Tool
 from .types import History, Image
+from .streaming import StreamChunk
 from .usage import Price, UsageTracker, track_usage
 
 if _typing.TYPE_CHECKING:  # names for the annotations below only: none of them is public
@@ -134,6 +136,7 @@ __all__ = [
     "Tool",
     "UnsupportedParameterError",
     "Usage",
+    "StreamChunk",
     "UsageTracker",
     "__version__",
     "configure",

@@ -14,7 +14,7 @@ own, so every provider supports it; the Prediction holds the first and `completi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,10 @@ from .providers import get_provider
 from .providers.base import request_params
 from .settings import check_lm, settings
 from .signatures import OutputField, Signature, ensure_signature
+from .streaming.channel import Put
+from .streaming.fields import FieldStream, StreamChunk
+from .streaming.scope import streaming_to
+from .streaming.stream import AsyncPredictionStream, PredictionStream
 
 __all__ = ["ChainOfThought", "Predict"]
 
@@ -129,6 +133,32 @@ class Predict(Module):
         call = self._prepare(args, kwargs)
         return await _runtime.arun(self._predict(call))
 
+    def stream(self, *args: Any, **kwargs: Any) -> PredictionStream:
+        """The step, streamed: iterate for StreamChunk(field, text) of its output fields as
+        the model writes them; `.prediction` is the validated Prediction once it ended.
+        Inputs are checked now, and the request starts at once (see `streaming/`)."""
+        return PredictionStream(self._streamed(args, kwargs))
+
+    def astream(self, *args: Any, **kwargs: Any) -> AsyncPredictionStream:
+        """`stream`, for `async for` on any event loop."""
+        return AsyncPredictionStream(self._streamed(args, kwargs))
+
+    def _streamed(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Callable[[Put[StreamChunk]], Awaitable[Prediction]]:
+        call = self._prepare(args, kwargs)
+        if call.n != 1:
+            raise ConfigurationError(
+                f"stream() streams one completion, not n={call.n}: call the step for several"
+            )
+
+        async def produce(put: Put[StreamChunk]) -> Prediction:
+            fields = FieldStream(self.signature.output_fields, put)
+            with streaming_to(fields.reply):  # each reply (re-asks too) into its own sink
+                return await self._predict(call)
+
+        return produce
+
     def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
         if args:
             names = ", ".join(f"{name}=..." for name in self.signature.input_fields)
@@ -219,6 +249,13 @@ class ChainOfThought(Module):
 
     async def aforward(self, *args: Any, **kwargs: Any) -> Prediction:
         return await self.predict.acall(*args, **kwargs)
+
+    def stream(self, *args: Any, **kwargs: Any) -> PredictionStream:
+        """The inner Predict's `stream`: `reasoning` comes first, then the other outputs."""
+        return self.predict.stream(*args, **kwargs)
+
+    def astream(self, *args: Any, **kwargs: Any) -> AsyncPredictionStream:
+        return self.predict.astream(*args, **kwargs)
 
 
 def _check_config(config: object) -> dict[str, Any]:

@@ -29,7 +29,7 @@ API_VERSION = "2023-06-01"
 # The Messages API requires max_tokens; this is used when neither the LM nor the call sets it.
 DEFAULT_MAX_TOKENS = 4096
 NATIVE_PARAMS = frozenset({"tools", "tool_choice", "input_schema"})
-# Messages API request fields a call may set (not streaming: replies are read whole). The
+# Messages API request fields a call may set (not `stream`: lm.stream() asks for one). The
 # system prompt comes from the system messages.
 PARAMS = frozenset(
     {

@@ -1,4 +1,5 @@
-"""Ollama's native chat API (/api/chat), unstreamed. A structured call passes `format`."""
+"""Ollama's native chat API (/api/chat); streamed only by lm.stream() (streaming/deltas.py).
+A structured call passes `format`."""
 
 from __future__ import annotations
 

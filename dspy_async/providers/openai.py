@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 DEFAULT_BASE = "https://api.openai.com/v1"
 NATIVE_PARAMS = frozenset({"response_format", "json_schema"})
-# Chat Completions request fields a call may set (not streaming: replies are read whole).
+# Chat Completions request fields a call may set (not `stream`: lm.stream() asks for one).
 # OpenAI-compatible servers take more (llama.cpp's top_k, vLLM's min_p): send those in
 # extra_body={...}.
 PARAMS = frozenset(

@@ -68,7 +68,7 @@ class Channel(Generic[T]):
         self._weigh = weight
         self.capacity = capacity
         self.max_weight = max_weight
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # fork-safe: per call (one stream's)
         self._items: deque[T] = deque()
         self._weight = 0
         self._ended: Ended | None = None
@@ -77,7 +77,8 @@ class Channel(Generic[T]):
         self._room: asyncio.Future[None] | None = None  # the producer waiting for room
         self._task: asyncio.Task[Any] | None = None
         self._cancelled = False
-        self.finished = threading.Event()  # the producer ended, however it ended
+        # Set once the producer ended, however it ended.
+        self.finished = threading.Event()  # fork-safe: per call
 
     # -- the producer's side, on the runtime loop ---------------------------------------
 
@@ -124,7 +125,7 @@ class Channel(Generic[T]):
             with self._lock:
                 if self._items or self._ended is not None:
                     return self._take()
-                signal = threading.Lock()
+                signal = threading.Lock()  # fork-safe: per call (one wait)
                 signal.acquire()
                 self._wake_consumer = signal.release
             signal.acquire()  # a KeyboardInterrupt lands here, and the caller closes
