@@ -335,11 +335,16 @@ class Budget:
             finally:
                 _tickets.reset(passed)
             settlement = _answered(reply, ticket, prompt, completion)
-            await budget.settle(settlement, self.limits, attempt.clock)
+            if settlement is not None:
+                await budget.settle(settlement, self.limits, attempt.clock)
             return reply
 
 
-def _answered(reply: Reply, ticket: _Ticket, prompt: int, completion: int) -> Settlement:
+def _answered(reply: Reply, ticket: _Ticket, prompt: int, completion: int) -> Settlement | None:
+    """What an answer settles; None when there is nothing to (no limit known nor learned)."""
+    observed = observe(reply.headers) if reply.headers else {}
+    if ticket.blind and not observed:
+        return None
     usage = reply.usage
     refunds: dict[str, float] = {}
     # A blind take took nothing to return; a server that reports no usage keeps the estimate.
@@ -349,7 +354,7 @@ def _answered(reply: Reply, ticket: _Ticket, prompt: int, completion: int) -> Se
             "input_tokens": float(prompt - usage.prompt_tokens),
             "output_tokens": float(completion - usage.completion_tokens),
         }
-    return Settlement(refunds, observe(reply.headers))
+    return Settlement(refunds, observed)
 
 
 def _failed(failed: AttemptFailed, ticket: _Ticket) -> Settlement:

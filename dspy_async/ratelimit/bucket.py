@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from .headers import Observation
 
 __all__ = [
+    "BLIND",
     "DEFAULT_PERIOD",
     "DIMENSIONS",
     "HEADROOM",
     "START_MARGIN",
+    "TAKEN",
     "Bucket",
     "Grant",
     "Level",
@@ -69,6 +71,10 @@ class Grant:
     @property
     def taken(self) -> bool:
         return self.wait <= 0
+
+
+TAKEN = Grant(0.0)
+BLIND = Grant(0.0, blind=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +143,7 @@ class Bucket:
             else:
                 since = max(now, known.updated)
                 self.levels[dimension] = Level(level - costs[dimension], since, known.learned)
-        return Grant(0.0, blind=not current)
+        return BLIND if not current else TAKEN
 
     def drain(self, configured: Mapping[str, Limit], now: float) -> None:
         """Empty every dimension known or configured: it refills from nothing at `now`."""

@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
 from .bucket import (
+    BLIND,
     DEFAULT_PERIOD,
     DIMENSIONS,
     HEADROOM,
     START_MARGIN,
+    TAKEN,
     Grant,
     Limit,
     Settlement,
@@ -254,7 +256,7 @@ class RedisStore:
             return await self.fallback.take(key, costs, limits, now)
         taken, wait, reason, blind = result
         if int(taken):
-            return Grant(0.0, blind=bool(int(blind)))
+            return BLIND if int(blind) else TAKEN
         return Grant(float(wait), reason.decode() if isinstance(reason, bytes) else str(reason))
 
     async def settle(
