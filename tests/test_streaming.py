@@ -481,3 +481,28 @@ def test_200_concurrent_streams_from_200_threads_each_complete_and_in_order(
         for r in sim.requests
     )
     assert in_flight >= 50  # they really ran at once
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process:DeprecationWarning")  # 3.12+: threads, fork
+def test_a_stream_opened_before_a_fork_refuses_to_be_read_in_the_child(
+    sim: ProviderSimulator,
+) -> None:
+    sim.respond(output=TEXT)
+    with make_lm(sim).stream("q") as stream:
+        next(stream)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what reading does, then leave at once
+            try:
+                next(stream)
+                outcome = b"read"
+            except dspy.RuntimeClosedError:
+                outcome = b"refused"
+            os.write(write, outcome)
+            os._exit(0)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        assert os.read(read, 16) == b"refused" and status == 0
+        os.close(read)
+        assert "".join(stream).startswith(" word1")  # the parent reads on

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .. import _runtime
-from ..errors import RuntimeReentryError
+from ..errors import RuntimeClosedError, RuntimeReentryError
 from .channel import Channel, Ended, Put, pump
 from .fields import StreamChunk
 
@@ -63,7 +64,16 @@ class _Consumer(Generic[T, R]):
     def __init__(self, produce: Produce[T, R]) -> None:
         self._channel: Channel[T] = Channel(_runtime.get_loop(), _weight)
         self._ended: Ended | None = None
+        self._pid = os.getpid()
         _runtime.submit(pump(self._channel, produce))
+
+    def _check_process(self) -> None:
+        # A forked child has no producer: the runtime loop that runs it stayed in the parent.
+        if os.getpid() != self._pid:
+            raise RuntimeClosedError(
+                f"this stream was opened in process {self._pid} before it forked; only that "
+                "process can read it"
+            )
 
     def _end(self, ended: Ended) -> None:
         self._ended = ended
@@ -113,6 +123,7 @@ class Stream(_Consumer[T, R]):
     def __next__(self) -> T:
         if self._ended is not None:
             raise StopIteration
+        self._check_process()
         try:
             item = self._channel.get()
         except BaseException:  # KeyboardInterrupt while waiting: close, then let it through
@@ -150,6 +161,7 @@ class AsyncStream(_Consumer[T, R]):
     async def __anext__(self) -> T:
         if self._ended is not None:
             raise StopAsyncIteration
+        self._check_process()
         try:
             item = await self._channel.aget()
         except BaseException:  # this task was cancelled while waiting: stop the call too
