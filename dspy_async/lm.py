@@ -17,22 +17,28 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import httpx
 
 from . import _checks, _forksafe, _http, _runtime, callbacks, events, history, usage
 from .errors import ConfigurationError, LMError
 from .pipeline import Answer, Call, compose, compose_call, trace
+from .pipeline.budget import Budget
 from .pipeline.cache import Cache, Verdict, check_rollout_id, split_options
+from .pipeline.limiter import Limiter
 from .pipeline.send import Send
 from .pipeline.slots import Slots
 from .providers import get_provider
 from .providers.base import request_params
 from .providers.exchange import Request
+from .ratelimit.config import Account, RateLimit, for_lm
 from .records import Attempt, ContentPart, Message, OutputSchema, ToolCall, Usage, image_data, spent
 from .retry import AttemptFailed, RetryPolicy, call_with_retries
 from .settings import settings
+from .streaming import scope
+from .streaming.reader import Sink
+from .streaming.stream import AsyncTextStream, TextStream
 
 __all__ = ["LM", "BaseLM", "LMResponse", "Message", "OutputSchema"]
 
@@ -138,15 +144,63 @@ class BaseLM(abc.ABC):
         inputs = {"prompt": prompt, "messages": messages, "kwargs": params}
         with callbacks.observe("lm", self, inputs) as seen:
             checked = to_messages(prompt, messages)
+            streamed = scope.open_reply()  # None unless made by a stream (streaming/scope.py)
             try:
                 response = await self._generate(checked, output_schema, params)
+                if streamed is not None:
+                    await streamed.rest(response.text)  # if no LM streamed it: at once
             except LMError as error:
                 self._count(spent(error.attempts))  # a failed call can still have been billed
                 raise
+            finally:
+                if streamed is not None:
+                    streamed.close()
             self._count(response.usage)
             seen.outputs = outputs = history.entry_outputs(response)
             history.record(self, prompt, checked, params, response, outputs)
             return response
+
+    def stream(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: list[Message] | None = None,
+        output_schema: OutputSchema | None = None,
+        **params: Any,
+    ) -> TextStream:
+        """The call, streamed: iterate for the reply's text as it arrives; `.response` is the
+        LMResponse once it ended. The request starts at once; see `streaming/`."""
+        to_messages(prompt, messages)  # bad input fails here, not at the first chunk
+        return TextStream(
+            functools.partial(self._streamed, prompt, messages, output_schema, params)
+        )
+
+    def astream(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: list[Message] | None = None,
+        output_schema: OutputSchema | None = None,
+        **params: Any,
+    ) -> AsyncTextStream:
+        """`stream`, for `async for` on any event loop."""
+        to_messages(prompt, messages)
+        return AsyncTextStream(
+            functools.partial(self._streamed, prompt, messages, output_schema, params)
+        )
+
+    async def _streamed(
+        self,
+        prompt: str | None,
+        messages: list[Message] | None,
+        output_schema: OutputSchema | None,
+        params: dict[str, Any],
+        put: Sink,
+    ) -> LMResponse:
+        with scope.streaming_to(lambda: put):
+            return await self.acall(
+                prompt, messages=messages, output_schema=output_schema, **params
+            )
 
     def _count(self, billed: Usage) -> None:
         with self._lock:
@@ -273,6 +327,13 @@ class LM(BaseLM):
     `retry` the whole call; `max_concurrency` caps attempts in flight across every caller.
     `http_client` replaces the shared pooled client (the caller then owns and closes it).
     Response bodies over `max_response_bytes` are refused.
+
+    Every call draws from its account's rate-limit budget (provider, origin, API key, model),
+    shared by every LM, thread and batch using that account: limits are learned from the
+    response headers, or given as `rpm=`/`tpm=`, or as `rate_limit=RateLimit(...)` (with
+    `shared="redis://..."` for one budget across processes and hosts); `rate_limit=False`
+    turns it off. `adaptive_concurrency=True` adapts the in-flight limit to a server's
+    overload answers (429/503/529, timeouts), up to `max_concurrency`.
     """
 
     def __init__(
@@ -288,6 +349,10 @@ class LM(BaseLM):
         max_concurrency: int | None = None,
         http_client: httpx.AsyncClient | None = None,
         max_response_bytes: int = _http.DEFAULT_MAX_RESPONSE_BYTES,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        rate_limit: RateLimit | Literal[False] | None = None,
+        adaptive_concurrency: bool = False,
         cache: bool = True,
         rollout_id: int | None = None,
         **params: Any,
@@ -304,6 +369,9 @@ class LM(BaseLM):
             "LM max_concurrency", max_concurrency, allow_none=True
         )
         max_response_bytes = _checks.positive_int("LM max_response_bytes", max_response_bytes)
+        budgeted = for_lm(rate_limit, rpm=rpm, tpm=tpm)
+        if not isinstance(adaptive_concurrency, bool):
+            raise ConfigurationError("LM adaptive_concurrency must be True or False")
         self.cache = _checks.boolean("LM cache", cache)
         self.rollout_id = check_rollout_id(rollout_id)
         for arg, value, kind in (
@@ -330,13 +398,22 @@ class LM(BaseLM):
         self.params = {key: value for key, value in defaults.items() if value is not None}
         request_params(provider_name, provider.PARAMS, self.params)  # misspelt names, NaN
         self._http_client = http_client
+        url = self._endpoint.url
+        account = Account.of(provider_name, url, self._endpoint.secret, name)
+        budget = None if budgeted is None else Budget(account, budgeted)
         # The gates of every attempt, outermost first (see pipeline/__init__.py).
-        self._attempt = compose(
-            [trace.Trace(), Slots(max_concurrency)], Send(timeout, max_response_bytes)
-        )
+        stages = [
+            trace.Trace(),  # outermost, so that the attempt's span holds its gates' waits
+            budget,
+            Limiter(max_concurrency) if adaptive_concurrency else None,
+            Slots(max_concurrency),
+            None if budget is None else budget.checkpoint,
+        ]
+        self._stages = [stage for stage in stages if stage is not None]
+        self._send = Send(timeout, max_response_bytes)
+        self._attempt = compose(self._stages, self._send)
         # The gates of every call, around its retry loop (see pipeline/__init__.py).
         self._call_stages = (Cache(),)
-        url = self._endpoint.url
         self._origin = (url.scheme, url.host, url.port)
 
     @property
@@ -374,32 +451,37 @@ class LM(BaseLM):
             try:
                 answer = await compose_call(self._call_stages, retries)(call)
             except LMError as error:
-                elapsed = time.monotonic() - started
-                failure = events.FailureEvent(call.id, *self._names, error.attempts, error, elapsed)
-                events.emit(failure)
+                if events.subscribed():
+                    elapsed = time.monotonic() - started
+                    failure = events.FailureEvent(
+                        call.id, *self._names, error.attempts, error, elapsed
+                    )
+                    events.emit(failure)
                 raise
             reply, attempts = answer.reply, answer.attempts
             billed = spent(attempts)
             traced.answered(reply, billed, cached=answer.cached)
         elapsed = time.monotonic() - started
-        logger.debug(
-            "%s/%s: answered in %.2f s after %d attempt(s), %d tokens%s",
-            *self._names,
-            *(elapsed, len(attempts), billed.total_tokens, " (cached)" * answer.cached),
-        )
-        provider, model = self._names
-        events.emit(
-            events.ResponseEvent(
-                call.id,
-                provider,
-                model,
-                attempts,
-                billed,
-                elapsed,
-                reply.finish_reason,
-                cached=answer.cached,
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s/%s: answered in %.2f s after %d attempt(s), %d tokens%s",
+                *self._names,
+                *(elapsed, len(attempts), billed.total_tokens, " (cached)" * answer.cached),
             )
-        )
+        if events.subscribed():
+            provider, model = self._names
+            events.emit(
+                events.ResponseEvent(
+                    call.id,
+                    provider,
+                    model,
+                    attempts,
+                    billed,
+                    elapsed,
+                    reply.finish_reason,
+                    cached=answer.cached,
+                )
+            )
         text, tool_calls = reply.text, reply.tool_calls
         if call.request.structured and tool_calls:
             # Anthropic answers a structured call with the forced tool, whose input is the answer.
@@ -417,9 +499,14 @@ class LM(BaseLM):
         )
 
     async def _retries(self, traced: trace.CallTrace, call: Call) -> Answer:
-        """The innermost link of the call chain: the attempts and the backoffs between them."""
+        """The innermost link of the call chain: the attempts and the backoffs between them.
+        A streamed call (its cache missed) sends them through a Send that hands its text on."""
+        sink = scope.take()
+        attempt = (
+            self._attempt if sink is None else compose(self._stages, self._send.streaming(sink))
+        )
         reply, attempts = await call_with_retries(
-            functools.partial(self._attempt, call),
+            functools.partial(attempt, call),
             self.retry,
             enabled=settings.retry_enabled,
             on_retry=functools.partial(self._on_retry, call.id, traced),
@@ -471,9 +558,10 @@ class LM(BaseLM):
             *self._names,
             *(number, self.retry.max_attempts, status, type(error).__name__, wait),
         )
-        events.emit(
-            events.RetryEvent(call_id, *self._names, number, error.status_code, error, wait)
-        )
+        if events.subscribed():
+            events.emit(
+                events.RetryEvent(call_id, *self._names, number, error.status_code, error, wait)
+            )
 
     @property
     def _names(self) -> tuple[str, str]:

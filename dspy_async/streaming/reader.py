@@ -59,7 +59,6 @@ class StreamReader:
         self.idle = idle
         self.max_bytes = max_bytes
         self.pieces: list[str] = []  # handed on, in order
-        self.events = 0
         self._deadline = asyncio.get_running_loop().time() + left
 
     def accepts(self, response: httpx.Response) -> bool:
@@ -83,15 +82,14 @@ class StreamReader:
                         await self._event(event, timer)
                         if self.deltas.done:  # the rest of the body is not waited for
                             return self.deltas.finish("".join(self.pieces))
-            decoder.finish()  # CorruptBody if an encoded body was cut short
-            for event in framing.end():
+            rest = decoder.finish()  # CorruptBody if an encoded body was cut short
+            for event in [*framing.feed(rest), *framing.end()]:
                 await self._event(event, timer)
         except (LineTooLong, EventTooLarge) as exc:
             raise BadStream(str(exc), retryable=False) from None
         return self.deltas.finish("".join(self.pieces))
 
     async def _event(self, event: Event, timer: asyncio.Timeout) -> None:
-        self.events += 1
         piece = self.deltas.read(event)
         loop = asyncio.get_running_loop()
         if piece:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
@@ -18,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ._rate_limits import usage_of
+from ._rate_limits import Admission, RateLimits, api_key_of, max_tokens_of, usage_of
 from ._schema_values import (
     SchemaError,
     find_prompt_example,
@@ -27,6 +29,7 @@ from ._schema_values import (
     invalid_value,
 )
 from ._script import FAULT_KINDS, Fault, FaultKind, RecordedRequest, Script, ScriptedAnswer
+from ._streams import stream_frames, wants_stream
 from ._wire import ANTHROPIC, OLLAMA, OPENAI, Answer, Parsed, Reply, Wire, WireError
 
 __all__ = ["ProviderSimulator", "RecordedRequest"]
@@ -51,10 +54,23 @@ class ProviderSimulator:
     ``latency`` (seconds, ``asyncio.sleep``) delays every reply and may be changed at any
     time; ``api_key``, when set, makes requests without that key get the provider's 401.
     Without it any key (or none) is accepted. Keys are never recorded or shown.
+
+    A request asking for a stream (``stream: true``; Ollama's default) gets the answer as
+    the provider streams it (see ``_streams.py``), in word-sized pieces ``chunk_delay``
+    seconds apart (changeable at any time too); ``fault(kind="drop" | "hang",
+    after_chunks=N)`` cuts or stalls it after N pieces.
     """
 
-    def __init__(self, *, latency: float = 0.0, api_key: str | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        api_key: str | None = None,
+        port: int = 0,
+        chunk_delay: float = 0.0,
+    ) -> None:
         self.latency = latency
+        self.chunk_delay = chunk_delay
         self.api_key = api_key
         self._port = port  # asked for; 0: any free one
         self._bound_port: int | None = None  # set once serving
@@ -63,6 +79,9 @@ class ProviderSimulator:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._released: asyncio.Event | None = None  # set to let hanging requests go
+        self._rate_limits: RateLimits | None = None
+        self._overload: tuple[int, int] | None = None  # (max in flight, status above it)
+        self._in_flight = 0  # chat requests being served, counted on the server's loop
 
     def __repr__(self) -> str:
         where = self.base_url if self._bound_port is not None else "not started"
@@ -219,6 +238,7 @@ class ProviderSimulator:
         retry_after_ms: int | None = None,
         headers: Mapping[str, str] | None = None,
         message: str | None = None,
+        after_chunks: int | None = None,
     ) -> None:
         """Make the next ``times`` requests matching ``match`` (None: any) fail as ``kind``.
 
@@ -230,6 +250,8 @@ class ProviderSimulator:
         closed), ``malformed`` (200 with a non-JSON body), ``invalid_output`` (a well-formed
         answer that violates the requested schema, or non-JSON text without one).
         ``retry_after`` / ``retry_after_ms`` / ``headers`` are added to error replies.
+        With ``after_chunks``, a ``drop`` or ``hang`` of a streamed answer comes after that
+        many pieces of its text were sent (an unstreamed request gets it at once).
         Faults are used in registration order, before any ``respond`` rule.
         """
         if kind not in FAULT_KINDS:
@@ -242,11 +264,57 @@ class ProviderSimulator:
             extra["retry-after"] = f"{retry_after:g}"
         if retry_after_ms is not None:
             extra["retry-after-ms"] = str(retry_after_ms)
-        self._script.add_fault(Fault(kind, match, times, status, message, extra))
+        if after_chunks is not None and (kind not in ("drop", "hang") or after_chunks < 0):
+            raise ValueError("after_chunks is a count >= 0, for a drop or a hang")
+        self._script.add_fault(Fault(kind, match, times, status, message, extra, after_chunks))
+
+    def rate_limit(
+        self,
+        *,
+        requests: int | None = None,
+        tokens: int | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        per: float = 60.0,
+    ) -> None:
+        """Limit every API key like a provider does: at most ``requests`` requests and
+        ``tokens`` tokens (prompt plus completion; or Anthropic's ``input_tokens`` and
+        ``output_tokens``) per ``per`` seconds, each a bucket that refills continuously.
+
+        A request that does not fit gets the provider's 429 with ``retry-after`` (and, for
+        OpenAI, ``retry-after-ms``) saying when it would; every reply carries the provider's
+        rate-limit headers (OpenAI ``x-ratelimit-*``, Anthropic ``anthropic-ratelimit-*``).
+        Refused requests are recorded with outcome ``"rate_limited"``. Calling it again
+        starts over with full buckets; ``reset()`` ends the mode.
+        """
+        limits = {
+            "requests": requests,
+            "tokens": tokens,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+        }
+        for name, limit in limits.items():
+            if limit is not None and limit < 1:
+                raise ValueError(f"{name} must be a positive count or None, got {limit}")
+        if not per > 0:
+            raise ValueError(f"per must be a positive number of seconds, got {per}")
+        chosen = {name: limit for name, limit in limits.items() if limit is not None}
+        self._rate_limits = RateLimits(chosen, per) if chosen else None
+
+    def overload(self, max_in_flight: int, *, status: int = 503) -> None:
+        """Answer ``status`` at once to every chat request beyond ``max_in_flight`` being
+        served, as an overloaded server without rate-limit headers does (vLLM, Ollama).
+        Recorded with outcome ``"overloaded"``; ``reset()`` ends it."""
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be a positive count, got {max_in_flight}")
+        self._overload = (max_in_flight, status)
 
     def reset(self) -> None:
-        """Forget every rule, fault, record and attempt count; cut hanging requests."""
+        """Forget every rule, fault, record, attempt count, rate limit and overload; cut
+        hanging requests."""
         self._script.reset()
+        self._rate_limits = None
+        self._overload = None
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._release_hangs)
@@ -288,7 +356,25 @@ class ProviderSimulator:
         record = self._script.arrive(request.path, wire.provider, body, request.headers, text)
         outcome, status = "disconnected", None  # what is recorded if the client goes away
         billed = (0, 0)  # the tokens the reply reports, if it is a 200 sent at all
+        limits, key = self._rate_limits, api_key_of(request.headers)
+        admission: Admission | None = None
+        streamed = parsed is not None and wants_stream(wire.provider, body)
+        sent = _Sent()
+        self._in_flight += 1
         try:
+            if parsed is not None and self._overload is not None:
+                most, overload_status = self._overload
+                if self._in_flight > most:
+                    outcome, status = "overloaded", overload_status
+                    return _response(wire.error(overload_status))
+            if parsed is not None and limits is not None:
+                admitted = limits.admit(key, parsed, max_tokens_of(body))
+                if not isinstance(admitted, Admission):
+                    outcome, status = "rate_limited", 429
+                    return _response(
+                        _rate_limited(wire, admitted, limits.headers(key, wire.provider))
+                    )
+                admission = admitted
             fault, answer = self._script.choose(text) if parsed is not None else (None, None)
             latency = self.latency if answer is None or answer.latency is None else answer.latency
             if latency > 0:
@@ -300,7 +386,7 @@ class ProviderSimulator:
             else:
                 try:
                     outcome = fault.kind if fault is not None else "ok"
-                    reply = await self._reply(request, wire, parsed, fault, answer)
+                    reply = await self._reply(request, wire, parsed, fault, answer, streamed)
                 except SchemaError as error:
                     outcome = "bad_request"
                     reply = wire.error(400, f"Invalid schema: {error}")
@@ -309,11 +395,21 @@ class ProviderSimulator:
             status = reply.status
             if status == 200:
                 billed = usage_of(wire.provider, reply.body)
+            if limits is not None and admission is not None:
+                if status == 200:
+                    limits.settle(admission, *billed)
+                reply = _with_headers(reply, limits.headers(key, wire.provider))
             if outcome == "truncate":
                 return await _truncated(request, reply)
+            if streamed and status == 200 and reply.content_type == "application/json":
+                answered, outcome = outcome, "disconnected"  # until the stream has been sent
+                response = await self._stream(request, wire, body, reply, fault, sent)
+                outcome = answered
+                return response
             return _response(reply)
         finally:
-            self._script.finish(record, outcome, status, billed)
+            self._in_flight -= 1
+            self._script.finish(record, outcome, status, billed, (sent.chunks, sent.first))
 
     async def _reply(
         self,
@@ -322,9 +418,11 @@ class ProviderSimulator:
         parsed: Parsed,
         fault: Fault | None,
         answer: ScriptedAnswer | None,
+        streamed: bool,
     ) -> Reply | None:
-        """The reply to a valid request, or None once a fault has closed the connection."""
-        if fault is None:
+        """The reply to a valid request, or None once a fault has closed the connection. A
+        fault that comes `after_chunks` of a stream is the stream's to play (`_stream`)."""
+        if fault is None or (streamed and fault.after_chunks is not None):
             calls = answer.tool_calls if answer is not None else ()
             return wire.success(parsed, _answer(parsed, answer), calls)
         headers = fault.headers or {}
@@ -347,11 +445,54 @@ class ProviderSimulator:
         request.protocol.force_close()  # "drop", or a hang that was let go
         return None
 
+    async def _stream(
+        self,
+        request: web.Request,
+        wire: Wire,
+        body: Mapping[str, Any],
+        reply: Reply,
+        fault: Fault | None,
+        sent: _Sent,
+    ) -> web.StreamResponse:
+        """Send the 200 `reply` as the stream `body` asked for, piece by piece; a drop or a
+        hang fault cuts it after its `after_chunks` pieces."""
+        frames = stream_frames(wire.provider, body, json.loads(reply.body))
+        cut = None if fault is None else fault.after_chunks
+        response = web.StreamResponse(status=200, headers=reply.headers)
+        response.content_type = frames.content_type
+        await response.prepare(request)
+        for frame in frames.frames:
+            if frame.chunk:
+                if sent.chunks == cut:
+                    if fault is not None and fault.kind == "hang":
+                        assert self._released is not None
+                        await self._released.wait()
+                    request.protocol.force_close()
+                    return response
+                if sent.chunks and self.chunk_delay > 0:
+                    await asyncio.sleep(self.chunk_delay)
+                if sent.first is None:
+                    sent.first = time.monotonic()
+                sent.chunks += 1
+            await response.write(frame.data)
+        await response.write_eof()
+        return response
+
     def _release_hangs(self) -> None:
         """On the loop: wake every hanging request (it then closes its connection)."""
         if self._released is not None:
             self._released.set()
             self._released = asyncio.Event()
+
+
+class _Sent:
+    """How far a streamed answer got: pieces sent, and when the first went out."""
+
+    __slots__ = ("chunks", "first")
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.first: float | None = None
 
 
 def _answer(parsed: Parsed, scripted: ScriptedAnswer | None) -> Answer:
@@ -403,6 +544,14 @@ def _from_prompt_schema(text: str, make: Callable[..., Any]) -> str | None:
         return json.dumps(make(schema, seed=text))
     except SchemaError:
         return None
+
+
+def _rate_limited(wire: Wire, wait: float, headers: Mapping[str, str]) -> Reply:
+    """The provider's 429 for a request that would fit in `wait` seconds."""
+    after = {"retry-after": str(max(1, math.ceil(wait)))}
+    if wire.provider == "openai":
+        after["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+    return _with_headers(wire.error(429), {**headers, **after})
 
 
 def _with_headers(reply: Reply, headers: Mapping[str, str]) -> Reply:
