@@ -200,6 +200,7 @@ def test_a_stall_before_the_first_chunk_is_retried(sim: ProviderSimulator) -> No
     assert [a.outcome for a in stream.response.attempts] == ["error", "ok"]
 
 
+@pytest.mark.slow
 def test_a_slow_consumer_is_not_a_slow_server(sim: ProviderSimulator) -> None:
     """The idle timeout runs only while waiting for the server: a consumer that takes longer
     than it between chunks does not make the stream fail."""
