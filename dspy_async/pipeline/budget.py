@@ -94,6 +94,7 @@ class _Ticket:
 
     costs: Mapping[str, float]
     blind: bool
+    sent_blind: bool = False  # passed the Checkpoint knowing no limit: counted in flight
 
 
 # Set by the Budget stage around the rest of the attempt; the Checkpoint runs in the same
@@ -113,6 +114,16 @@ class AccountBudget:
         self.paused_until = -math.inf  # on the clock of the calls that heard of it
         self._queue: deque[tuple[AttemptState, asyncio.Future[bool]]] = deque()
         self._shortage: tuple[str | None, float] = (None, 0.0)  # what the first waits for
+        # Attempts sent before any limit was known, still unanswered: nothing was taken for
+        # them, so the first answers that teach a limit take it for them (see `_unseen`).
+        self.blind_in_flight = 0
+
+    def answered(self, ticket: _Ticket) -> int:
+        """Note that `ticket`'s attempt is over; the blind attempts still in flight."""
+        if ticket.sent_blind:
+            ticket.sent_blind = False
+            self.blind_in_flight -= 1
+        return self.blind_in_flight
 
     def paused_for(self, clock: _clock.Clock) -> float:
         """Seconds left of the pause this process knows of (0 if none)."""
@@ -330,23 +341,33 @@ class Budget:
                     await budget.settle(Settlement(refunds=costs), self.limits, attempt.clock)
                 continue
             except AttemptFailed as failed:
-                await budget.settle(_failed(failed, ticket), self.limits, attempt.clock)
+                failure = _failed(failed, ticket, budget.answered(ticket))
+                await budget.settle(failure, self.limits, attempt.clock)
                 raise
             finally:
                 _tickets.reset(passed)
-            settlement = _answered(reply, ticket, prompt, completion)
+                others = budget.answered(ticket)  # however the attempt ended
+            settlement = _answered(reply, ticket, prompt, completion, others)
             if settlement is not None:
                 await budget.settle(settlement, self.limits, attempt.clock)
             return reply
 
 
-def _answered(reply: Reply, ticket: _Ticket, prompt: int, completion: int) -> Settlement | None:
+def _unseen(ticket: _Ticket, others: int) -> dict[str, float]:
+    """What a blind attempt's answer takes for the other blind attempts still in flight:
+    the headers' `remaining` may not count them yet, and nothing was taken for them."""
+    return {name: -cost * others for name, cost in ticket.costs.items()} if others else {}
+
+
+def _answered(
+    reply: Reply, ticket: _Ticket, prompt: int, completion: int, others: int
+) -> Settlement | None:
     """What an answer settles; None when there is nothing to (no limit known nor learned)."""
     observed = observe(reply.headers) if reply.headers else {}
     if ticket.blind and not observed:
         return None
     usage = reply.usage
-    refunds: dict[str, float] = {}
+    refunds: dict[str, float] = _unseen(ticket, others) if ticket.blind else {}
     # A blind take took nothing to return; a server that reports no usage keeps the estimate.
     if usage.total_tokens and not ticket.blind:
         refunds = {
@@ -357,10 +378,10 @@ def _answered(reply: Reply, ticket: _Ticket, prompt: int, completion: int) -> Se
     return Settlement(refunds, observed)
 
 
-def _failed(failed: AttemptFailed, ticket: _Ticket) -> Settlement:
+def _failed(failed: AttemptFailed, ticket: _Ticket, others: int) -> Settlement:
     # The request counts against the limit (providers count rejected ones too); the tokens
     # of an unanswered request are returned.
-    refunds: dict[str, float] = {}
+    refunds: dict[str, float] = _unseen(ticket, others) if ticket.blind else {}
     if not ticket.blind:
         refunds = {name: cost for name, cost in ticket.costs.items() if name != "requests"}
     observed = observe(failed.headers)
@@ -390,5 +411,6 @@ class Checkpoint:
             grant = await budget.take_now(ticket.costs, self.budget.limits, attempt.clock)
             if not grant.taken:
                 raise _Bounced
-            ticket.blind = grant.blind
+            ticket.blind = ticket.sent_blind = grant.blind
+            budget.blind_in_flight += ticket.sent_blind
         return await send(call, attempt)
