@@ -8,6 +8,7 @@ Layout, following a call from the caller down:
     signatures.py              typed Signatures and string signatures
     adapters/                  Signature + inputs -> messages; output -> validated values
     lm.py, retry.py            LM: limits, the retry policy, usage; events.py to observe it
+    pipeline/, ratelimit/      the gates of each call and attempt; rate-limit budgets (RateLimit)
     providers/                 OpenAI, Anthropic and Ollama wire formats over _http.py
     _runtime.py                the hidden event-loop thread every call runs on
     errors.py, records.py      the exception hierarchy; usage and attempt records
@@ -57,6 +58,7 @@ from .module import Module
 from .pipeline.trace import instrument, uninstrument
 from .predict import ChainOfThought, Predict
 from .prediction import Completions, Prediction
+from .ratelimit import RateLimit
 from .react import ReAct
 from .records import Attempt, Usage
 from .retry import RetryPolicy
@@ -124,6 +126,7 @@ __all__ = [
     "ProviderResponseError",
     "ProviderServerError",
     "ProviderTimeoutError",
+    "RateLimit",
     "RateLimitError",
     "ReAct",
     "RetryPolicy",
