@@ -1,22 +1,26 @@
 """The shared HTTP pool: one httpx transport per runtime loop and origin, with its slots.
 
-httpx stays the HTTP API (requests, responses, a user's own `httpx.AsyncClient`), but its
-default transport slows down badly with thousands of requests in flight, so the pool is
-aiohttp's, through the `httpx-aiohttp` transport. Our requests go straight to that transport:
-an `AsyncClient` around it would add URL merging, cookie jars, auth and redirect handling that
-an API call never uses, and measurably cost at scale. Transports live in the runtime's per-loop
-registry: shared by every thread's calls (one pool, one set of keep-alive connections), closed
-when the runtime shuts down, rebuilt after a fork.
+httpx stays the HTTP API of a user's own `httpx.AsyncClient`, but its default transport slows
+down badly with thousands of requests in flight, so the pool is aiohttp's, built (and closed)
+by the `httpx-aiohttp` transport. Our requests go straight to that transport's aiohttp session
+(`send`): an `AsyncClient` around it would add URL merging, cookie jars, auth and redirect
+handling that an API call never uses, and the httpx request and response objects the
+transport translates to and from cost about a sixth of a call's CPU with thousands in flight.
+Either way `send` hands back a `Response`, which is all exchange() reads. Transports live in
+the runtime's per-loop registry: shared by every thread's calls (one pool, one set of
+keep-alive connections), closed when the runtime shuts down, rebuilt after a fork.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import resource
-from collections.abc import AsyncIterator, Hashable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Hashable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
@@ -25,11 +29,13 @@ from . import _decoding, _runtime
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "Pool",
+    "Response",
     "ResponseTooLarge",
     "Sender",
     "default_pool_size",
-    "open_response",
+    "json_body",
     "read_body",
+    "send",
     "shared_pool",
 ]
 
@@ -82,20 +88,75 @@ def shared_pool(origin: Hashable) -> Pool:
     return _runtime.loop_resource((__name__, origin), new_pool, close=close)
 
 
-@asynccontextmanager
-async def open_response(sender: Sender, request: httpx.Request) -> AsyncIterator[httpx.Response]:
-    """Send `request` and yield the response with its body unread; always closes it."""
+class Response(Protocol):
+    """A response with its body unread, as exchange() and the stream reader read one; an
+    `httpx.Response` is one."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> httpx.Headers: ...
+
+    def aiter_raw(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def json_body(body: Any) -> bytes:
+    """A request body as JSON, encoded as httpx encodes `json=` (no NaN, compact, UTF-8)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+# No aiohttp timers: the one deadline is exchange()'s asyncio timeout around the attempt.
+_NO_TIMEOUT = aiohttp.ClientTimeout()
+
+
+async def send(
+    sender: Sender, url: httpx.URL, headers: Mapping[str, str], content: bytes
+) -> Response:
+    """POST `content` to `url` and hand back the response with its body unread; the caller
+    closes it (`aclose`). The shared pool's requests go straight to its aiohttp session."""
+    if isinstance(sender, AiohttpTransport):
+        session = sender.client
+        if not isinstance(session, aiohttp.ClientSession):
+            session = sender.client = sender.get_client()  # made on first use, on this loop
+        response = await session.request(
+            "POST",
+            str(url),
+            data=content,
+            headers=headers,
+            allow_redirects=False,
+            auto_decompress=False,  # read_body decodes, with its bounds
+            timeout=_NO_TIMEOUT,
+        )
+        return _AiohttpResponse(response)
+    request = httpx.Request("POST", url, content=content, headers=headers)
     if isinstance(sender, httpx.AsyncClient):
-        response = await sender.send(request, stream=True)
-    else:
-        response = await sender.handle_async_request(request)
-    try:
-        yield response
-    finally:
-        await response.aclose()
+        return await sender.send(request, stream=True)
+    return await sender.handle_async_request(request)
 
 
-async def read_body(response: httpx.Response, max_bytes: int) -> bytes:
+class _AiohttpResponse:
+    """An aiohttp response as a `Response`: its status, its headers as httpx reads them, its
+    raw body (still encoded) as it arrives, and `aclose`, which gives the connection back."""
+
+    __slots__ = ("_response", "headers", "status_code")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status_code = response.status
+        self.headers = httpx.Headers(response.raw_headers)
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.content.iter_any():
+            yield chunk
+
+    async def aclose(self) -> None:
+        self._response.release()
+
+
+async def read_body(response: Response, max_bytes: int) -> bytes:
     """Read a streamed response body and undo its Content-Encoding, refusing one longer than
     `max_bytes` on the wire or at any stage of decoding (see _decoding.py).
 

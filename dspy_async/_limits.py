@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["Scope", "attempt_slots", "scope"]
@@ -50,32 +50,49 @@ def scope(max_concurrency: int | None) -> Iterator[Scope]:
         _scopes.reset(token)
 
 
-@asynccontextmanager
-async def attempt_slots(*semaphores: asyncio.Semaphore) -> AsyncIterator[None]:
+class attempt_slots:  # lower case: used like the function it replaced, `async with`
     """Hold `semaphores` and a slot of every enclosing scope for one attempt.
 
     Slots are taken outermost first, the same order for every caller, so nested scopes cannot
     deadlock. The task is registered with its scopes while it waits and while it sends, so
-    cancelling a scope reaches it in either state.
+    cancelling a scope reaches it in either state. A class, not a generator: one small object
+    per attempt in flight, where thousands may be.
     """
-    scopes = _scopes.get()
-    task = asyncio.current_task()
-    held: list[asyncio.Semaphore] = []
-    if task is not None:
-        for opened in scopes:
-            opened.in_flight.add(task)
-    try:
-        _refuse_if_cancelled(scopes)
-        limits = [opened.slots for opened in scopes if opened.slots is not None]
-        for semaphore in (*limits, *semaphores):
-            await semaphore.acquire()
-            held.append(semaphore)
-        _refuse_if_cancelled(scopes)
-        yield
-    finally:
+
+    __slots__ = ("_held", "_scopes", "_semaphores", "_task")
+
+    def __init__(self, *semaphores: asyncio.Semaphore) -> None:
+        self._semaphores = semaphores
+        self._scopes = _scopes.get()
+        self._task: asyncio.Task[Any] | None = None
+        self._held: list[asyncio.Semaphore] = []
+
+    async def __aenter__(self) -> None:
+        scopes = self._scopes
+        task = self._task = asyncio.current_task() if scopes else None
         if task is not None:
             for opened in scopes:
+                opened.in_flight.add(task)
+        try:
+            _refuse_if_cancelled(scopes)
+            limits = [opened.slots for opened in scopes if opened.slots is not None]
+            for semaphore in (*limits, *self._semaphores):
+                await semaphore.acquire()
+                self._held.append(semaphore)
+            _refuse_if_cancelled(scopes)
+        except BaseException:
+            self._release()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            for opened in self._scopes:
                 opened.in_flight.discard(task)
+        held, self._held = self._held, []
         for semaphore in reversed(held):
             semaphore.release()
 

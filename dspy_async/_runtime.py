@@ -373,15 +373,21 @@ def run(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
     return call.outcome()
 
 
-async def arun(coro: Coroutine[Any, Any, T]) -> T:
-    """Await `coro` on the runtime loop from any event loop; on that loop, just await it.
+def arun(coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
+    """`coro` to await on the runtime loop from any event loop: on that loop, `coro` itself.
 
-    Cancelling the awaiting task cancels the work on the runtime loop.
+    A plain function, not a coroutine, so that a call already on the runtime loop (every LM
+    call of a batch) gets no extra frame. Cancelling the awaiting task cancels the work on the
+    runtime loop.
     """
     _check_coroutine(coro)
     runtime = _runtime_for(coro)
     if runtime.on_loop_thread():
-        return await coro
+        return coro
+    return _from_elsewhere(coro)
+
+
+async def _from_elsewhere(coro: Coroutine[Any, Any, T]) -> T:
     return await asyncio.wrap_future(submit(coro))
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "RetryEvent",
     "ThrottleEvent",
     "subscribe",
+    "subscribed",
 ]
 
 logger = logging.getLogger("dspy_async")
@@ -130,6 +131,12 @@ def subscribe(callback: Subscriber) -> Callable[[], None]:
             _subscribers = tuple(remaining)
 
     return unsubscribe
+
+
+def subscribed() -> bool:
+    """Whether anyone listens; callers build an event only then, so no subscriber costs no
+    event objects on every request."""
+    return bool(_subscribers)
 
 
 def new_call_id() -> int:

@@ -88,15 +88,18 @@ CallHandler = Callable[[Call], Awaitable[Answer]]
 
 
 class Stage(Protocol):
-    """One gate of an attempt: do its one job around `send`, the rest of the chain."""
+    """One gate of an attempt: do its one job around `send`, the rest of the chain. Usually
+    a coroutine function; a stage with nothing to do for an attempt may be a plain function
+    handing back `send(call, attempt)`, so that it costs the attempt no frame."""
 
-    async def __call__(self, call: Call, attempt: AttemptState, send: Handler) -> Reply: ...
+    def __call__(self, call: Call, attempt: AttemptState, send: Handler) -> Awaitable[Reply]: ...
 
 
 class CallStage(Protocol):
-    """One gate of a call: do its one job around `proceed`, the rest of the call chain."""
+    """One gate of a call: do its one job around `proceed`, the rest of the call chain (a
+    plain function when it may hand the call on untouched, as a Stage may)."""
 
-    async def __call__(self, call: Call, proceed: CallHandler) -> Answer: ...
+    def __call__(self, call: Call, proceed: CallHandler) -> Awaitable[Answer]: ...
 
 
 class _Link:

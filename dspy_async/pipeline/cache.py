@@ -17,11 +17,12 @@ same request gets a fresh answer, and is then cached under its own id).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from .. import _checks
@@ -55,10 +56,18 @@ _completion: contextvars.ContextVar[int] = contextvars.ContextVar(
 )
 
 
-@contextmanager
-def nth_completion(index: int) -> Iterator[None]:
+def nth_completion(index: int) -> AbstractContextManager[None]:
     """Calls made inside are completion `index` of several asked of one request (Predict's
-    `n`): each has its own entry, so that n identical requests get n answers, not one shared."""
+    `n`): each has its own entry, so that n identical requests get n answers, not one shared.
+    Already so (every call of a one-completion step is completion 0): nothing to set."""
+    return _UNCHANGED if _completion.get() == index else _completion_set(index)
+
+
+_UNCHANGED: AbstractContextManager[None] = contextlib.nullcontext()
+
+
+@contextmanager
+def _completion_set(index: int) -> Iterator[None]:
     token = _completion.set(index)
     try:
         yield
@@ -135,10 +144,13 @@ def _no_verdict() -> None:
 class Cache:
     """Answer a call from the response cache, or through one flight per key; keep the answer."""
 
-    async def __call__(self, call: Call, proceed: CallHandler) -> Answer:
+    def __call__(self, call: Call, proceed: CallHandler) -> Awaitable[Answer]:
         store = current() if call.cache else None
-        if store is None:
-            return await proceed(call)
+        if store is None:  # off: the call goes on, with no key made and no frame of this stage
+            return proceed(call)
+        return self._through(store, call, proceed)
+
+    async def _through(self, store: ResponseCache, call: Call, proceed: CallHandler) -> Answer:
         started = time.monotonic()
         request = call.request
         key = cache_key(

@@ -6,6 +6,7 @@ its `timeout` bounds each wait for the next event instead (streaming/reader.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 from .. import events
 from ..providers.base import Reply
@@ -33,9 +34,12 @@ class Send:
         """This Send for one streamed call, whose text goes to `sink`."""
         return Send(self.timeout, self.max_response_bytes, sink)
 
-    async def __call__(self, call: Call, attempt: AttemptState) -> Reply:
-        events.emit(events.RequestEvent(call.id, call.provider, call.model, attempt.number))
-        logger.debug("%s/%s: sending attempt %d", call.provider, call.model, attempt.number)
+    def __call__(self, call: Call, attempt: AttemptState) -> Awaitable[Reply]:
+        # A plain function handing back exchange()'s coroutine: no frame of its own per attempt.
+        if events.subscribed():
+            events.emit(events.RequestEvent(call.id, call.provider, call.model, attempt.number))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s/%s: sending attempt %d", call.provider, call.model, attempt.number)
         left = attempt.time_left()
         timeout = left if self.timeout is None else min(self.timeout, left)
         stream = None
@@ -47,7 +51,7 @@ class Send:
                 left=left,
                 max_bytes=self.max_response_bytes,
             )
-        return await exchange(
+        return exchange(
             call.sender,
             call.request,
             timeout=timeout,

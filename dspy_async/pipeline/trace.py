@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Mapping, Sized
+from collections.abc import Awaitable, Mapping, Sized
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
@@ -151,13 +151,16 @@ def _describe(module: object) -> tuple[str, dict[str, str | int]]:
 
 
 class Trace:
-    """The outermost stage: runs the attempt inside its trace when the call is traced."""
+    """The outermost stage: runs the attempt inside its trace when the call is traced.
 
-    async def __call__(self, call: Call, attempt: AttemptState, send: Handler) -> Reply:
+    A plain function handing back the rest of the attempt: untraced, the stage adds no frame
+    (and no object) to an attempt."""
+
+    def __call__(self, call: Call, attempt: AttemptState, send: Handler) -> Awaitable[Reply]:
         traced = current_call.get()
         if traced is None:
-            return await send(call, attempt)
-        return await traced.attempt(call, attempt, send)
+            return send(call, attempt)
+        return traced.attempt(call, attempt, send)
 
 
 def instrument(

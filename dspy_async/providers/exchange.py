@@ -72,6 +72,12 @@ _NOT_FOUND_HINTS = {
 }
 
 
+# Added to every request's own headers (the endpoint's: its key, its API version).
+_SENT_HEADERS = {"accept-encoding": _decoding.ACCEPT_ENCODING, "content-type": "application/json"}
+# A URL no transport can send to: retrying cannot help.
+_NEVER_SENT = (httpx.UnsupportedProtocol, aiohttp.InvalidURL)
+
+
 class TransportFailure(Exception):
     """The `__cause__` of a transport error: the transport's exceptions, described (types and
     scrubbed messages), in place of the exceptions themselves, which hold the request."""
@@ -102,9 +108,8 @@ async def exchange(
     With `stream`, the request asks for a stream, and a 200 is read as it arrives, its text
     handed on piece by piece (streaming/reader.py, which re-arms the timeout at each event).
     """
-    headers = {**request.endpoint.headers, "accept-encoding": _decoding.ACCEPT_ENCODING}
-    body = request.body if stream is None else stream.body
-    outgoing = httpx.Request("POST", request.endpoint.url, json=body, headers=headers)
+    headers = {**request.endpoint.headers, **_SENT_HEADERS}
+    sent = _http.json_body(request.body if stream is None else stream.body)
     status: int | None = None
     received = httpx.Headers()
     failure: AttemptFailed | None = None
@@ -114,15 +119,16 @@ async def exchange(
     # The one deadline is the asyncio timeout around the whole attempt (connect, send and
     # read); per-phase transport timers on top would only add work at scale.
     try:
-        async with (
-            asyncio.timeout(timeout) as timer,
-            _http.open_response(sender, outgoing) as response,
-        ):
-            status, received = response.status_code, response.headers
-            if stream is not None and status == 200 and stream.accepts(response):
-                reply = await stream.read(response, timer)
-            else:
-                content = await _http.read_body(response, max_bytes)
+        async with asyncio.timeout(timeout) as timer:
+            response = await _http.send(sender, request.endpoint.url, headers, sent)
+            try:
+                status, received = response.status_code, response.headers
+                if stream is not None and status == 200 and stream.accepts(response):
+                    reply = await stream.read(response, timer)
+                else:
+                    content = await _http.read_body(response, max_bytes)
+            finally:
+                await response.aclose()
     except StreamFault as exc:
         failure = _stream_failure(request, exc)
     except (_http.ResponseTooLarge, _decoding.DecodingError) as exc:
@@ -134,7 +140,7 @@ async def exchange(
     except (httpx.RequestError, aiohttp.ClientError, TimeoutError) as exc:
         streamed = reply is None and stream is not None and status == 200
         error = _transport_error(request, exc, status=status, timeout=timeout, streamed=streamed)
-        failure = AttemptFailed(error, retryable=not isinstance(exc, httpx.UnsupportedProtocol))
+        failure = AttemptFailed(error, retryable=not isinstance(exc, _NEVER_SENT))
         cause = TransportFailure(_quote(request, _describe(exc)))
     if failure is not None:
         if stream is not None:  # once text was handed on, never retried

@@ -21,9 +21,7 @@ import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
-import httpx
-
-from .. import _decoding
+from .. import _decoding, _http
 from ..providers.base import Reply
 from .deltas import deltas_for
 from .faults import BadStream
@@ -61,13 +59,13 @@ class StreamReader:
         self.pieces: list[str] = []  # handed on, in order
         self._deadline = asyncio.get_running_loop().time() + left
 
-    def accepts(self, response: httpx.Response) -> bool:
+    def accepts(self, response: _http.Response) -> bool:
         """Whether `response` is a stream; a server that ignores `stream` answers in one JSON
         body, which is read whole (`exchange()`) and handed on at once (`whole`)."""
         content_type = response.headers.get("content-type", "").partition(";")[0].strip()
         return content_type.lower() in _CONTENT_TYPES[self.deltas.framing]
 
-    async def read(self, response: httpx.Response, timer: asyncio.Timeout) -> Reply:
+    async def read(self, response: _http.Response, timer: asyncio.Timeout) -> Reply:
         """The reply, once the stream ended, its text handed on as it came."""
         encodings = response.headers.get_list("content-encoding", split_commas=True)
         decoder = _decoding.BodyDecoder(encodings, self.max_bytes)
