@@ -453,10 +453,9 @@ class LM(BaseLM):
             except LMError as error:
                 if events.subscribed():
                     elapsed = time.monotonic() - started
-                    failure = events.FailureEvent(
-                        call.id, *self._names, error.attempts, error, elapsed
+                    events.emit(
+                        events.FailureEvent(call.id, *self._names, error.attempts, error, elapsed)
                     )
-                    events.emit(failure)
                 raise
             reply, attempts = answer.reply, answer.attempts
             billed = spent(attempts)

@@ -213,7 +213,12 @@ async def call_with_retries(
         wait = _next_wait(failure, number, policy, waits, remaining) if enabled else None
         if wait is None:
             error.attempts = tuple(history)
-            raise error from failure.__cause__
+            try:
+                raise error from failure.__cause__
+            finally:
+                # This frame joins the error's traceback: holding the error too would make a
+                # cycle that keeps the call's request alive until a full garbage collection.
+                del error, failure, outcome
         if on_retry is not None:
             on_retry(failure, number, wait)
         slept_from = clock.monotonic()

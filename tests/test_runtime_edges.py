@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dspy_async import LM, RuntimeReentryError, _runtime, events
+from dspy_async import LM, LMError, RetryPolicy, RuntimeReentryError, _runtime, events
 from dspy_async.testing import ProviderSimulator
 
 
@@ -182,3 +182,29 @@ def test_a_daemon_thread_calling_through_exit_gets_the_typed_error() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "daemon saw: ['RuntimeClosedError']"
     assert result.stderr == ""
+
+
+class Prompt(str):
+    """A prompt that can be watched: a str subclass takes a weak reference."""
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"), [("status", 400), ("status", 503), ("drop", 503), ("malformed", 200)]
+)
+def test_a_failed_lm_call_holds_nothing_once_the_error_is_dropped(
+    provider_simulator: ProviderSimulator, no_gc: None, kind: str, status: int
+) -> None:
+    # Every frame a failed call went through is in its traceback; none may hold the error.
+    provider_simulator.fault(kind=kind, status=status, times=None)  # type: ignore[arg-type]
+    lm = LM(
+        "openai/sim",
+        api_base=provider_simulator.api_base("openai"),
+        api_key="sk-test",
+        retry=RetryPolicy(max_attempts=2, initial_delay=0, max_delay=0),
+    )
+    prompt = Prompt("a long document " * 10_000)
+    alive = weakref.ref(prompt)
+    with pytest.raises(LMError):
+        lm(prompt)
+    del prompt
+    assert alive() is None

@@ -139,14 +139,20 @@ async def exchange(
         )
     except (httpx.RequestError, aiohttp.ClientError, TimeoutError) as exc:
         streamed = reply is None and stream is not None and status == 200
-        error = _transport_error(request, exc, status=status, timeout=timeout, streamed=streamed)
-        failure = AttemptFailed(error, retryable=not isinstance(exc, _NEVER_SENT))
+        failure = AttemptFailed(
+            _transport_error(request, exc, status=status, timeout=timeout, streamed=streamed),
+            retryable=not isinstance(exc, _NEVER_SENT),
+        )
         cause = TransportFailure(_quote(request, _describe(exc)))
     if failure is not None:
         if stream is not None:  # once text was handed on, never retried
             failure = stream.interrupted(failure)
-        # Raised here, outside the handler, so that it has no __context__ either.
-        raise failure from cause
+        # Raised here, outside the handler, so that it has no __context__ either; and not
+        # left in this frame, which joins its traceback (a reference cycle otherwise).
+        try:
+            raise failure from cause
+        finally:
+            failure = cause = None
     if status == 200:
         if reply is None:
             reply = await _reply(request, content, received)
