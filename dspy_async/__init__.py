@@ -9,10 +9,11 @@ Layout, following a call from the caller down:
     adapters/                  Signature + inputs -> messages; output -> validated values
     lm.py, retry.py            LM: limits, the retry policy, usage; events.py to observe it
     pipeline/, ratelimit/      the gates of each call and attempt; rate-limit budgets (RateLimit)
+    cache/                     the response cache: configure_cache(), memory, SQLite, Redis
     providers/                 OpenAI, Anthropic and Ollama wire formats over _http.py
+    streaming/                 lm.stream(), predict.stream(): text and fields as they arrive
     _runtime.py                the hidden event-loop thread every call runs on
     errors.py, records.py      the exception hierarchy; usage and attempt records
-    streaming/                 lm.stream(), predict.stream(): text and fields as they arrive
     settings.py                configure() and context()
     testing/                   ProviderSimulator, DummyLM, pytest plugin
     integrations/              dspy_lm(): DSPy's own programs on this runtime, DSPy imported on use;
@@ -64,10 +65,10 @@ from .records import Attempt, Usage
 from .retry import RetryPolicy
 from .settings import StructuredOutputSettings, configure, context, settings
 from .signatures import InputField, OutputField, Signature, make_signature
+from .streaming import StreamChunk
 from .teleprompt import BootstrapFewShot, LabeledFewShot
 from .tools import Tool
 from .types import History, Image
-from .streaming import StreamChunk
 from .usage import Price, UsageTracker, track_usage
 
 if _typing.TYPE_CHECKING:  # names for the annotations below only: none of them is public
@@ -135,11 +136,11 @@ __all__ = [
     "Signature",
     "SignatureError",
     "StateError",
+    "StreamChunk",
     "StructuredOutputSettings",
     "Tool",
     "UnsupportedParameterError",
     "Usage",
-    "StreamChunk",
     "UsageTracker",
     "__version__",
     "configure",

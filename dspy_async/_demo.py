@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     """The demo, from parsed arguments; 0 when every item of our batch succeeded."""
     emails = sample_emails(args.items)
     if args.model:
-        lm = LM(args.model)
+        lm = LM(args.model, cache=False)
         if lm.missing_key is not None:  # say so once, not once per item of the batch
             raise ConfigurationError(lm.missing_key)
         outcome = run_ours(lm, emails, args.concurrency, args.progress)
