@@ -202,7 +202,11 @@ class Predict(Module):
             if call.n == 1:
                 completions = [await self._complete(call)]
             else:
-                completions = await _all_or_none([self._complete(call, i) for i in range(call.n)])
+                # map, not a comprehension: one would make `self` and `call` closure cells
+                # of this frame, two more objects for every call in flight.
+                completions = await _all_or_none(
+                    list(map(self._complete, [call] * call.n, range(call.n)))
+                )
         return Prediction.from_completions(completions, signature=self.signature)
 
     async def _complete(self, call: _Call, index: int = 0) -> Prediction:

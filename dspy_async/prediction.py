@@ -61,9 +61,10 @@ class Prediction(Example):
         held = Completions(completions, signature=signature)
         if not len(held):
             raise ValueError("from_completions needs at least one completion")
-        attempts = [
-            dataclasses.replace(a, number=number)
-            for number, a in enumerate((a for c in held for a in c.attempts), start=1)
+        every = (a for c in held for a in c.attempts)
+        attempts = [  # renumbered across completions; one completion's are already in order
+            a if a.number == number else dataclasses.replace(a, number=number)
+            for number, a in enumerate(every, start=1)
         ]
         total = sum((c.usage for c in held), Usage())
         first = held[0]

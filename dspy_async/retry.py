@@ -187,8 +187,8 @@ async def call_with_retries(
     every record.
     """
     clock = clock or _clock.current()
-    waits = policy.backoff_waits()
-    history: list[Attempt] = []
+    waits: Iterator[float] | None = None  # made at the first failure: most calls need none
+    history: tuple[Attempt, ...] = ()  # grown by one record per attempt; most make one
     deadline = clock.monotonic() + policy.max_elapsed
     waited = 0.0
     number = 0
@@ -204,15 +204,15 @@ async def call_with_retries(
         deadline, gates = state.deadline, tuple(state.gates)
         if not isinstance(outcome, AttemptFailed):
             record = Attempt(number, "ok", None, 200, waited, elapsed, outcome.usage, gates)
-            history.append(record)
-            return outcome, tuple(history)
+            return outcome, (*history, record)
         failure, error = outcome, outcome.error
         status, spent = error.status_code, failure.usage
-        history.append(Attempt(number, "error", str(error), status, waited, elapsed, spent, gates))
+        history += (Attempt(number, "error", str(error), status, waited, elapsed, spent, gates),)
         remaining = deadline - clock.monotonic()
+        waits = waits or policy.backoff_waits()
         wait = _next_wait(failure, number, policy, waits, remaining) if enabled else None
         if wait is None:
-            error.attempts = tuple(history)
+            error.attempts = history
             try:
                 raise error from failure.__cause__
             finally:

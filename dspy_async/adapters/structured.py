@@ -56,10 +56,11 @@ async def generate_structured(
     """
     schema = native_output_schema(signature) if lm.supports_native_structured else None
     base = _format(signature, inputs, demos, json_format=schema is None)
-    turns: list[Message] = []
+    # Tuples, grown only by a re-ask: a step that validates first time makes none of them.
+    turns: tuple[Message, ...] = ()
     log = _AttemptLog()
-    replies: list[str] = []
-    errors: list[str] = []
+    replies: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
     while True:
         try:
             with commit_on_accept():
@@ -67,7 +68,7 @@ async def generate_structured(
         except LMError as exc:
             log.add(exc.attempts, usage=spent(exc.attempts))  # a refused 200 is billed
             if schema is None or not isinstance(exc, UnsupportedParameterError):
-                exc.attempts = tuple(log.attempts)  # the whole step's history, re-asks included
+                exc.attempts = log.attempts  # the whole step's history, re-asks included
                 raise
             lm.supports_native_structured = False
             schema = None
@@ -82,8 +83,8 @@ async def generate_structured(
             response.reject()
             error = str(exc)
             log.add(response.attempts, usage=response.usage, invalid=error)
-            replies.append(response.text)
-            errors.append(error)
+            replies += (response.text,)
+            errors += (error,)
             if len(errors) > max_retries:
                 raise OutputValidationError(
                     f"{signature.__name__}: the output was still invalid after "
@@ -93,11 +94,11 @@ async def generate_structured(
                     errors=errors,
                     attempts=log.attempts,
                 ) from None
-            turns += reask_messages(response.text, error)
+            turns += tuple(reask_messages(response.text, error))
             continue
         response.accept()
         log.add(response.attempts, usage=response.usage)
-        return StructuredResult(values, log.usage, tuple(log.attempts))
+        return StructuredResult(values, log.usage, log.attempts)
 
 
 def _format(
@@ -120,18 +121,19 @@ class _AttemptLog:
     """Attempts of every LM call of one step, renumbered in order, and their summed usage."""
 
     def __init__(self) -> None:
-        self.attempts: list[Attempt] = []
+        self.attempts: tuple[Attempt, ...] = ()
         self.usage = Usage()
 
     def add(
         self, attempts: Iterable[Attempt], *, usage: Usage | None = None, invalid: str | None = None
     ) -> None:
+        # Renumbered only where the number changes (the first call's are already 1, 2, ...).
         added = [
-            dataclasses.replace(a, number=len(self.attempts) + i + 1)
-            for i, a in enumerate(attempts)
+            a if a.number == number else dataclasses.replace(a, number=number)
+            for number, a in enumerate(attempts, start=len(self.attempts) + 1)
         ]
         if invalid is not None and added:
             added[-1] = dataclasses.replace(added[-1], outcome="invalid_output", error=invalid)
-        self.attempts += added
+        self.attempts += tuple(added)
         if usage is not None:
             self.usage += usage

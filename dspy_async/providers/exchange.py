@@ -74,6 +74,8 @@ _NOT_FOUND_HINTS = {
 
 # Added to every request's own headers (the endpoint's: its key, its API version).
 _SENT_HEADERS = {"accept-encoding": _decoding.ACCEPT_ENCODING, "content-type": "application/json"}
+# The headers of a response that never came (never changed: one for every attempt).
+_NO_HEADERS = httpx.Headers()
 # A URL no transport can send to: retrying cannot help.
 _NEVER_SENT = (httpx.UnsupportedProtocol, aiohttp.InvalidURL)
 
@@ -111,7 +113,7 @@ async def exchange(
     headers = {**request.endpoint.headers, **_SENT_HEADERS}
     sent = _http.json_body(request.body if stream is None else stream.body)
     status: int | None = None
-    received = httpx.Headers()
+    received = _NO_HEADERS
     failure: AttemptFailed | None = None
     cause: TransportFailure | None = None
     reply: Reply | None = None
@@ -158,7 +160,8 @@ async def exchange(
             reply = await _reply(request, content, received)
             if stream is not None:  # a server that ignored `stream`: its text, at once
                 await stream.whole(reply.text)
-        return replace(reply, headers=rate_limit_headers(received))
+        limits = rate_limit_headers(received)
+        return replace(reply, headers=limits) if limits else reply
     assert status is not None
     raise await _status_failure(request, status, received, content)
 
