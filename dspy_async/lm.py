@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
@@ -340,13 +341,14 @@ class LM(BaseLM):
         model_id = f"{self.provider}/{self.model}"
         return f"LM({model_id!r}, host={host!r})"
 
-    async def _generate(
+    def _generate(
         self,
         messages: list[Message],
         output_schema: OutputSchema | None,
         params: dict[str, Any],
-    ) -> LMResponse:
-        return await _runtime.arun(self._call(messages, output_schema, params))
+    ) -> Coroutine[Any, Any, LMResponse]:
+        # A plain function: on the runtime loop the caller awaits `_call` itself, no frame more.
+        return _runtime.arun(self._call(messages, output_schema, params))
 
     async def _call(
         self,
@@ -358,9 +360,8 @@ class LM(BaseLM):
         call = self._start_call(messages, output_schema, params)
         started = time.monotonic()
         with trace.call(call, messages) as traced:  # a no-op unless instrumented
-            retries = functools.partial(self._retries, traced)
             try:
-                answer = await compose_call(self._call_stages, retries)(call)
+                answer = await compose_call(self._call_stages, self._retries)(call)
             except LMError as error:
                 if events.subscribed():
                     elapsed = time.monotonic() - started
@@ -408,7 +409,7 @@ class LM(BaseLM):
             tool_calls,
         )
 
-    async def _retries(self, traced: trace.CallTrace, call: Call) -> Answer:
+    async def _retries(self, call: Call) -> Answer:
         """The innermost link of the call chain: the attempts and the backoffs between them.
         A streamed call (its cache missed) sends them through a Send that hands its text on."""
         sink = scope.take()
@@ -419,7 +420,7 @@ class LM(BaseLM):
             functools.partial(attempt, call),
             self.retry,
             enabled=settings.retry_enabled,
-            on_retry=functools.partial(self._on_retry, call.id, traced),
+            on_retry=functools.partial(self._on_retry, call.id),
         )
         return Answer(reply, attempts)
 
@@ -452,15 +453,8 @@ class LM(BaseLM):
         call_id = events.new_call_id()
         return Call(call_id, *self._names, request, sender, slots, cache, rollout_id)
 
-    def _on_retry(
-        self,
-        call_id: int,
-        traced: trace.CallTrace,
-        failure: AttemptFailed,
-        number: int,
-        wait: float,
-    ) -> None:
-        traced.backoff(failure, wait)
+    def _on_retry(self, call_id: int, failure: AttemptFailed, number: int, wait: float) -> None:
+        trace.current().backoff(failure, wait)  # the call's trace, current in its task
         error = failure.error
         status = f"HTTP {error.status_code}" if error.status_code else "no response"
         logger.warning(

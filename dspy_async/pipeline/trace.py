@@ -37,6 +37,7 @@ __all__ = [
     "Tracer",
     "batch",
     "call",
+    "current",
     "current_call",
     "instrument",
     "step",
@@ -113,6 +114,11 @@ class _Untraced:
 
 _UNTRACED = _Untraced()
 _NO_STEP = contextlib.nullcontext()
+
+
+def current() -> CallTrace:
+    """The trace of the LM call under way in this task (the no-op one if it is untraced)."""
+    return current_call.get() or _UNTRACED
 
 
 def call(call: Call, messages: list[Message]) -> CallTrace:
