@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import contextvars
 import inspect
@@ -64,6 +65,11 @@ class _Runtime:
         self.loop.set_exception_handler(_log_loop_exception)
         self.resources: dict[Hashable, tuple[Any, Closer | None]] = {}
         self.closed = False  # set once shutdown begins, never cleared
+        # Calls to start, handed over by any thread; see `start_soon`.
+        self._starts: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self._drain_queued = False
         started = threading.Event()  # fork-safe: per call (this start-up only)
         self.thread = threading.Thread(
             target=self._serve, args=(started,), name=THREAD_NAME, daemon=True
@@ -75,6 +81,27 @@ class _Runtime:
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(started.set)
         self.loop.run_forever()
+
+    def start_soon(self, start: Callable[..., None], *args: Any) -> None:
+        """Run `start(*args)` on the loop soon, from any thread, in the order given.
+
+        Calls arriving together (many threads, one loop) share one wakeup of the loop instead
+        of one each: the first queues a drain, the others find it queued. Races: a caller that
+        sees a drain queued appended its call before that drain empties the queue (the flag is
+        cleared before the queue is read), and two callers that both queue one only cost an
+        empty drain. Raises RuntimeError once the loop is closed.
+        """
+        self._starts.append((start, args))
+        if not self._drain_queued:
+            self._drain_queued = True
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_queued = False
+        starts = self._starts
+        while starts:
+            start, args = starts.popleft()
+            start(*args)
 
     def on_loop_thread(self) -> bool:
         return threading.get_ident() == self.thread.ident
@@ -145,7 +172,7 @@ class _Call(Generic[T]):
         if future is not None:
             future.add_done_callback(self._on_future_done)
         try:
-            self.loop.call_soon_threadsafe(self._start, coro, contextvars.copy_context())
+            runtime.start_soon(self._start, coro, contextvars.copy_context())
         except RuntimeError:  # the loop closed after `_runtime()` checked: exit finished since
             coro.close()
             raise RuntimeClosedError(CLOSED_MESSAGE) from None
@@ -199,8 +226,9 @@ class _Call(Generic[T]):
             pass  # the caller cancelled the future while the task was finishing
 
     def _on_future_done(self, future: concurrent.futures.Future[T]) -> None:
-        # Runs in whichever thread cancelled. `_cancel_task` is queued behind `_start`, so the
-        # task exists by the time it runs, or `_start` sees the cancelled future and never starts.
+        # Runs in whichever thread cancelled. `_cancel_task` is queued behind `_start` (whose
+        # drain was queued first, see `start_soon`), so the task exists by the time it runs,
+        # or `_start` sees the cancelled future and never starts.
         if future.cancelled() and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self._cancel_task)
 
