@@ -11,6 +11,7 @@ data, not checked against the field types: a demo is shown, never sent as a call
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,21 +50,15 @@ def build_messages(
     turn; user: the inputs. With `json_format` (the prompt-JSON strategy) the outputs are
     described as JSON keys and the last user message ends with an example object, instead of
     listing the outputs."""
-    system = [signature.instructions]
-    if signature.input_fields:
-        system.append(_field_list("Inputs", signature.input_fields))
+    system, example = _task(signature, json_format, signature.instructions)
     history = [name for name in inputs if _is_history(signature, name)]
     user: list[str | list[Segment]] = [
         _line(signature, name, value) for name, value in inputs.items() if name not in history
     ]
     if not user and not json_format:
         user = [NO_INPUTS]  # a signature without inputs; providers refuse an empty user turn
-    if json_format:
-        parts = json_prompt(signature)
-        system.append(parts.keys)
-        user.append(parts.example)
-    else:
-        system.append(_field_list("Outputs", signature.output_fields))
+    if example is not None:
+        user.append(example)
     turns = [
         turn
         for name in history
@@ -71,11 +66,31 @@ def build_messages(
         for turn in history_messages(signature, inputs[name])
     ]
     return [
-        {"role": "system", "content": "\n\n".join(system)},
+        {"role": "system", "content": system},
         *demo_messages(signature, demos),
         *turns,
         {"role": "user", "content": content_of(user)},
     ]
+
+
+@functools.lru_cache(maxsize=1024)
+def _task(
+    signature: type[Signature], json_format: bool, instructions: str
+) -> tuple[str, str | None]:
+    """The system message (instructions, then the fields) and, with `json_format`, the example
+    the user message closes with: the same for every call of a signature, so made once (keyed
+    by its instructions too, should they be changed in place)."""
+    system = [instructions]
+    if signature.input_fields:
+        system.append(_field_list("Inputs", signature.input_fields))
+    example = None
+    if json_format:
+        parts = json_prompt(signature)
+        system.append(parts.keys)
+        example = parts.example
+    else:
+        system.append(_field_list("Outputs", signature.output_fields))
+    return "\n\n".join(system), example
 
 
 def history_messages(signature: type[Signature], history: History) -> list[Message]:
