@@ -59,13 +59,14 @@ class attempt_slots:  # lower case: used like the function it replaced, `async w
     per attempt in flight, where thousands may be.
     """
 
-    __slots__ = ("_held", "_scopes", "_semaphores", "_task")
+    __slots__ = ("_order", "_scopes", "_taken", "_task")
 
     def __init__(self, *semaphores: asyncio.Semaphore) -> None:
-        self._semaphores = semaphores
-        self._scopes = _scopes.get()
+        self._scopes = scopes = _scopes.get()
+        limits = tuple(opened.slots for opened in scopes if opened.slots is not None)
+        self._order = (*limits, *semaphores) if limits else semaphores
+        self._taken = 0  # how many of `_order` are held
         self._task: asyncio.Task[Any] | None = None
-        self._held: list[asyncio.Semaphore] = []
 
     async def __aenter__(self) -> None:
         scopes = self._scopes
@@ -75,10 +76,9 @@ class attempt_slots:  # lower case: used like the function it replaced, `async w
                 opened.in_flight.add(task)
         try:
             _refuse_if_cancelled(scopes)
-            limits = [opened.slots for opened in scopes if opened.slots is not None]
-            for semaphore in (*limits, *self._semaphores):
+            for semaphore in self._order:
                 await semaphore.acquire()
-                self._held.append(semaphore)
+                self._taken += 1
             _refuse_if_cancelled(scopes)
         except BaseException:
             self._release()
@@ -92,11 +92,12 @@ class attempt_slots:  # lower case: used like the function it replaced, `async w
         if task is not None:
             for opened in self._scopes:
                 opened.in_flight.discard(task)
-        held, self._held = self._held, []
-        for semaphore in reversed(held):
-            semaphore.release()
+        order, taken, self._taken = self._order, self._taken, 0
+        for index in range(taken - 1, -1, -1):  # innermost first
+            order[index].release()
 
 
 def _refuse_if_cancelled(scopes: tuple[Scope, ...]) -> None:
-    if any(opened.cancelled for opened in scopes):
-        raise asyncio.CancelledError("the batch this call belongs to was cancelled")
+    for opened in scopes:
+        if opened.cancelled:
+            raise asyncio.CancelledError("the batch this call belongs to was cancelled")
