@@ -270,7 +270,7 @@ def targets(rows: list[Row]) -> list[tuple[str, bool | None, str]]:
     ]
     ours, raw = found.get(("S4", DSPY_ASYNC_BATCH)), found.get(("S4", RAW_AIOHTTP))
     if ours is None or raw is None:
-        results.append(("S4 one loop thread, < 300 MB, <= 1.5x raw aiohttp", None, "not run"))
+        results.append(("S4 one loop thread, < 300 MB, <= 1.2x raw aiohttp", None, "not run"))
     else:
         threads = max(run.threads for run in ours.runs)
         rss = max(run.rss_mb for run in ours.runs)
@@ -278,7 +278,8 @@ def targets(rows: list[Row]) -> list[tuple[str, bool | None, str]]:
         results += [
             ("S4 one loop thread (main + loop = 2)", threads <= 2, f"{threads} threads"),
             ("S4 peak RSS < 300 MB", rss < 300, f"{rss:.0f} MB"),
-            ("S4 within 1.5x of raw aiohttp", ratio <= 1.5, f"{ratio:.2f}x"),
+            # Issue 18's target, with the garbage collector left as it is (issue 4's was 1.5x).
+            ("S4 within 1.2x of raw aiohttp", ratio <= 1.2, f"{ratio:.2f}x"),
         ]
     return results
 
