@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import queue
 import statistics
 import threading
@@ -67,6 +68,35 @@ def minimal_bridge() -> Iterator[Call]:
 
 
 @contextlib.contextmanager
+def asyncio_handoff(with_task: bool) -> Iterator[Call]:
+    """What any bridge onto a loop thread pays, at the least: `call_soon_threadsafe` (the
+    self-pipe wake-up) and a lock the callback releases; with `with_task`, also a task that
+    steps the coroutine (what a call needs for timeouts, cancellation and `current_task`)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def drive(done: threading.Lock) -> None:
+        await trivial()
+        done.release()
+
+    def call() -> object:
+        done = threading.Lock()
+        done.acquire()
+        if with_task:
+            loop.call_soon_threadsafe(loop.create_task, drive(done))
+        else:
+            loop.call_soon_threadsafe(done.release)
+        done.acquire()
+        return 1
+
+    yield call
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()
+
+
+@contextlib.contextmanager
 def dspy_async_run() -> Iterator[Call]:
     _runtime.run(trivial())  # start the loop thread outside the measurement
     yield lambda: _runtime.run(trivial())
@@ -105,6 +135,8 @@ def synchronicity_wrapper() -> Iterator[Call]:
 IMPLEMENTATIONS: dict[str, Callable[[], contextlib.AbstractContextManager[Call]]] = {
     "ping-pong floor (no asyncio)": ping_pong_floor,
     "minimal run_coroutine_threadsafe": minimal_bridge,
+    "asyncio handoff, no task": functools.partial(asyncio_handoff, False),
+    "asyncio handoff + a task": functools.partial(asyncio_handoff, True),
     "dspy-async run()": dspy_async_run,
     "asyncio.run per call": asyncio_run_per_call,
     "anyio blocking portal": anyio_portal,
