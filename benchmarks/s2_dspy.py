@@ -27,7 +27,7 @@ from typing import Any, Literal
 from run_scenarios import LIBRARY, NO_PHONING_HOME
 from scenarios import Scenario, scenarios
 
-from dspy_async.testing import ProviderSimulator, RecordedRequest
+from dspy_async.testing import ProviderSimulator, peak_in_flight
 
 RUN_TIMEOUT = 120.0  # seconds, one run including its imports
 API_KEY = "sk-bench"
@@ -105,17 +105,6 @@ def run_once(lm_kind: str, base_url: str, threads: int, concurrency: int) -> dic
 
 
 # -- the parent: simulator, runs, table ---------------------------------------------------
-
-
-def peak_in_flight(requests: list[RecordedRequest]) -> int:
-    events = sorted(
-        [(r.arrived, 1) for r in requests] + [(r.finished or r.arrived, -1) for r in requests]
-    )
-    peak = current = 0
-    for _, step in events:
-        current += step
-        peak = max(peak, current)
-    return peak
 
 
 def measure(sim: ProviderSimulator, s2: Scenario, implementation: Implementation) -> Run:

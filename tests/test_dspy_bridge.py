@@ -30,7 +30,7 @@ from dspy.utils import exceptions as dspy_errors  # noqa: E402
 
 import dspy_async  # noqa: E402
 from dspy_async.integrations.dspy import DSPyAsyncLM  # noqa: E402
-from dspy_async.testing import ProviderSimulator, RecordedRequest  # noqa: E402
+from dspy_async.testing import ProviderSimulator, peak_in_flight  # noqa: E402
 
 FAST = dspy_async.RetryPolicy(initial_delay=0.01, max_delay=0.05)
 KEY = "sk-bridge-secret-0123456789"
@@ -82,17 +82,6 @@ def attempts_of_last_call(lm: DSPyAsyncLM) -> list[str]:
     """Our attempts of the LM's last call, as DSPy's history keeps them."""
     response = lm.history[-1]["response"]
     return [attempt["outcome"] for attempt in response.provider_data["dspy_async"]["attempts"]]
-
-
-def max_in_flight(requests: list[RecordedRequest]) -> int:
-    events = sorted(
-        [(r.arrived, 1) for r in requests] + [(r.finished or r.arrived, -1) for r in requests]
-    )
-    peak = current = 0
-    for _, step in events:
-        current += step
-        peak = max(peak, current)
-    return peak
 
 
 # -- the LM itself -----------------------------------------------------------------------
@@ -361,7 +350,7 @@ async def test_acall_runs_many_programs_at_once(sim: ProviderSimulator) -> None:
 
     assert [r.answer for r in results] == [f"answer {i}" for i in range(8)]
     assert len(sim.requests) == 9
-    assert max_in_flight(sim.requests) >= 4  # concurrent, not one after another
+    assert peak_in_flight(sim.requests) >= 4  # concurrent, not one after another
     assert elapsed < 8 * 0.2
 
 
@@ -403,7 +392,7 @@ def test_batch_threads_beyond_max_concurrency_reach_the_slot_free_schedule(
 
     assert [r.answer for r in results] == [str(i) for i in range(6)]
     requests = sim.requests
-    assert max_in_flight(requests) <= 2
+    assert peak_in_flight(requests) <= 2
     retries = [r for r in requests if r.match_attempt == 2]
     others = [r for r in requests if "doc 0 " not in r.text and "doc 1 " not in r.text]
     # While docs 0 and 1 waited out their Retry-After, their threads held no slot: all four

@@ -25,7 +25,7 @@ from dspy_async.errors import (
 from dspy_async.lm import LM
 from dspy_async.retry import RetryPolicy
 from dspy_async.settings import settings
-from dspy_async.testing import ProviderSimulator, RecordedRequest
+from dspy_async.testing import ProviderSimulator, RecordedRequest, peak_in_flight
 
 FAST = RetryPolicy(initial_delay=0.01, max_delay=0.02, jitter=False)
 
@@ -264,18 +264,6 @@ def test_events_report_requests_retries_and_the_outcome(
 # -- waits overlap ------------------------------------------------------------------
 
 
-def max_in_flight(requests: list[RecordedRequest]) -> int:
-    edges = sorted(
-        [(r.arrived, 1) for r in requests] + [(r.finished or 0.0, -1) for r in requests],
-        key=lambda edge: (edge[0], edge[1]),
-    )
-    level = peak = 0
-    for _, step in edges:
-        level += step
-        peak = max(peak, level)
-    return peak
-
-
 @pytest.mark.slow
 async def test_max_concurrency_caps_attempts_in_flight(
     provider_simulator: ProviderSimulator,
@@ -283,7 +271,7 @@ async def test_max_concurrency_caps_attempts_in_flight(
     provider_simulator.latency = 0.2
     lm = make_lm(provider_simulator, max_concurrency=2)
     await asyncio.gather(*(lm.acall(f"q{i}") for i in range(6)))
-    assert max_in_flight(provider_simulator.requests) == 2
+    assert peak_in_flight(provider_simulator.requests) == 2
 
 
 @pytest.mark.slow
@@ -386,6 +374,6 @@ async def test_an_enclosing_batch_scope_limits_attempts_in_flight(
     with _limits.scope(1):
         await asyncio.gather(*(lm.acall(f"q{i}") for i in range(3)))
     requests = provider_simulator.requests
-    assert max_in_flight(requests) == 1
+    assert peak_in_flight(requests) == 1
     # q0 waited out its Retry-After without its slot: q1 and q2 went first.
     assert [r.text for r in requests][-1] == "q0"

@@ -49,6 +49,7 @@ def test_testing_namespace() -> None:
         "ProviderSimulator",
         "RecordedRequest",
         "VirtualClock",
+        "peak_in_flight",
         "virtual_clock",
     }
     assert all(getattr(testing, name) for name in testing.__all__)

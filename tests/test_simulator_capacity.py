@@ -8,23 +8,10 @@ import time
 import aiohttp
 import pytest
 
-from dspy_async.testing import ProviderSimulator, RecordedRequest
+from dspy_async.testing import ProviderSimulator, peak_in_flight
 
 CONNECTIONS = 5_000
 LATENCY = 4.0  # long enough that every request is in flight at once, even on a loaded box
-
-
-def peak_in_flight(records: list[RecordedRequest]) -> int:
-    """The most requests the server held at the same moment."""
-    events = sorted(
-        [(r.arrived, 1) for r in records]
-        + [(r.finished, -1) for r in records if r.finished is not None]
-    )
-    peak = current = 0
-    for _, step in events:
-        current += step
-        peak = max(peak, current)
-    return peak
 
 
 async def fire(url: str) -> list[int]:

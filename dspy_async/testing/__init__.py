@@ -11,6 +11,7 @@ and Ollama (``/api/chat``) wire formats, including their error bodies::
         sim.fault(kind="status", status=429, retry_after=1, times=2)   # then two 429s
         ...  # point a client at sim.openai_base_url / sim.anthropic_base_url / sim.ollama_base_url
         assert [r.match_attempt for r in sim.requests] == [1, 2, 3]
+        assert peak_in_flight(sim.requests) <= 16   # the most requests held at one moment
 
 Unscripted requests get a value valid for the requested JSON schema (OpenAI
 ``response_format``, Anthropic forced tool ``input_schema``, Ollama ``format``, or a schema
@@ -37,12 +38,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._clock import VirtualClock, virtual_clock
-from ._simulator import ProviderSimulator, RecordedRequest
+from ._simulator import ProviderSimulator, RecordedRequest, peak_in_flight
 
 if TYPE_CHECKING:
     from ._dummy import DummyLM
 
-__all__ = ["DummyLM", "ProviderSimulator", "RecordedRequest", "VirtualClock", "virtual_clock"]
+__all__ = [
+    "DummyLM",
+    "ProviderSimulator",
+    "RecordedRequest",
+    "VirtualClock",
+    "peak_in_flight",
+    "virtual_clock",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -6,14 +6,23 @@ simulator's loop thread (which consumes and records), so one lock guards it all.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 from .. import _forksafe
 
-__all__ = ["FAULT_KINDS", "Fault", "FaultKind", "RecordedRequest", "Script", "ScriptedAnswer"]
+__all__ = [
+    "FAULT_KINDS",
+    "Fault",
+    "FaultKind",
+    "RecordedRequest",
+    "Script",
+    "ScriptedAnswer",
+    "peak_in_flight",
+]
 
 FaultKind = Literal[
     "status",
@@ -60,6 +69,20 @@ class RecordedRequest:
     completion_tokens: int = 0
     chunks_sent: int = 0
     first_chunk_at: float | None = None
+
+
+def peak_in_flight(requests: Iterable[RecordedRequest]) -> int:
+    """The most requests the server held at one moment; one still pending counts as in flight
+    to the end. A request that finished as another arrived does not overlap it."""
+    edges = sorted(
+        [(r.arrived, 1) for r in requests]
+        + [(math.inf if r.finished is None else r.finished, -1) for r in requests]
+    )
+    level = peak = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak
 
 
 @dataclass(slots=True)

@@ -28,11 +28,19 @@ from ._schema_values import (
     generate_value,
     invalid_value,
 )
-from ._script import FAULT_KINDS, Fault, FaultKind, RecordedRequest, Script, ScriptedAnswer
+from ._script import (
+    FAULT_KINDS,
+    Fault,
+    FaultKind,
+    RecordedRequest,
+    Script,
+    ScriptedAnswer,
+    peak_in_flight,
+)
 from ._streams import stream_frames, wants_stream
 from ._wire import ANTHROPIC, OLLAMA, OPENAI, Answer, Parsed, Reply, Wire, WireError
 
-__all__ = ["ProviderSimulator", "RecordedRequest"]
+__all__ = ["ProviderSimulator", "RecordedRequest", "peak_in_flight"]
 
 _HOST = "127.0.0.1"
 _BACKLOG = 8192
