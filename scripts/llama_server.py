@@ -339,10 +339,13 @@ def kill_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     while time.monotonic() < deadline:
         proc.poll()  # reap the leader, so that it does not count as alive
         if not _group_alive(proc.pid):
-            return
+            break
         time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    # Always reaped here: the leader may have died (a zombie, which _group_alive skips) just
+    # after the poll above, and a Popen left unreaped warns when it is collected.
     proc.wait()
 
 
