@@ -8,7 +8,8 @@ it, once per attempt:
     call        Cache      the response cache: a hit, or an identical call in flight, answers
                            without a request; the answer is kept once the caller accepts it
                 retry loop
-    attempt     Budget     the account's rate-limit budget: 1 request + estimated tokens,
+    attempt     Trace      the attempt's span, when instrumented (pipeline/trace.py)
+                Budget     the account's rate-limit budget: 1 request + estimated tokens,
                            waited for holding no slot; settled with real usage and headers
                 Limiter    the adaptive (AIMD) in-flight limit, with adaptive_concurrency=True
                 Slots      batch scopes, the LM's max_concurrency, the origin's connection pool
