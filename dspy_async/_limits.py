@@ -3,7 +3,7 @@
 A batch limits how many of its items talk to a provider at once. If that limit were held per
 item, an item waiting out a 429 backoff would keep its slot and the rest of the batch would run
 one short. So the batch puts its `Scope` in a context variable instead, and the LM's retry loop
-takes a slot from every enclosing scope around each attempt only (`attempt_slots`), never around
+takes a slot from every enclosing scope around each attempt only (`take`, `release`), never around
 a wait. The scope is also how a cancelled batch stops work it cannot reach directly: calls made
 from worker threads of a sync `forward` find the scope cancelled and never send again.
 """
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["Scope", "attempt_slots", "scope"]
+__all__ = ["Scope", "release", "scope", "slots_for", "take"]
 
 
 class Scope:
@@ -50,51 +50,46 @@ def scope(max_concurrency: int | None) -> Iterator[Scope]:
         _scopes.reset(token)
 
 
-class attempt_slots:  # lower case: used like the function it replaced, `async with`
-    """Hold `semaphores` and a slot of every enclosing scope for one attempt.
+def slots_for(*semaphores: asyncio.Semaphore) -> tuple[asyncio.Semaphore, ...]:
+    """The slots an attempt takes: every enclosing scope's limit, outermost first, then
+    `semaphores`; the same order for every caller, so nested scopes cannot deadlock."""
+    limits = tuple(opened.slots for opened in _scopes.get() if opened.slots is not None)
+    return (*limits, *semaphores) if limits else semaphores
 
-    Slots are taken outermost first, the same order for every caller, so nested scopes cannot
-    deadlock. The task is registered with its scopes while it waits and while it sends, so
-    cancelling a scope reaches it in either state. A class, not a generator: one small object
-    per attempt in flight, where thousands may be.
-    """
 
-    __slots__ = ("_order", "_scopes", "_taken", "_task")
+async def take(order: tuple[asyncio.Semaphore, ...]) -> None:
+    """Take every slot of `order` (see `slots_for`) for an attempt, which `release` gives
+    back. The task is registered with its scopes while it waits and while it sends, so
+    cancelling a scope reaches it in either state. On failure nothing is left held."""
+    scopes = _scopes.get()
+    task = asyncio.current_task() if scopes else None
+    if task is not None:
+        for opened in scopes:
+            opened.in_flight.add(task)
+    taken = 0
+    try:
+        _refuse_if_cancelled(scopes)
+        for semaphore in order:
+            await semaphore.acquire()
+            taken += 1
+        _refuse_if_cancelled(scopes)
+    except BaseException:
+        _release(scopes, order, taken)
+        raise
 
-    def __init__(self, *semaphores: asyncio.Semaphore) -> None:
-        self._scopes = scopes = _scopes.get()
-        limits = tuple(opened.slots for opened in scopes if opened.slots is not None)
-        self._order = (*limits, *semaphores) if limits else semaphores
-        self._taken = 0  # how many of `_order` are held
-        self._task: asyncio.Task[Any] | None = None
 
-    async def __aenter__(self) -> None:
-        scopes = self._scopes
-        task = self._task = asyncio.current_task() if scopes else None
-        if task is not None:
-            for opened in scopes:
-                opened.in_flight.add(task)
-        try:
-            _refuse_if_cancelled(scopes)
-            for semaphore in self._order:
-                await semaphore.acquire()
-                self._taken += 1
-            _refuse_if_cancelled(scopes)
-        except BaseException:
-            self._release()
-            raise
+def release(order: tuple[asyncio.Semaphore, ...]) -> None:
+    """Give back the slots `take` took, innermost first, and unregister the task."""
+    _release(_scopes.get(), order, len(order))
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._release()
 
-    def _release(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            for opened in self._scopes:
-                opened.in_flight.discard(task)
-        order, taken, self._taken = self._order, self._taken, 0
-        for index in range(taken - 1, -1, -1):  # innermost first
-            order[index].release()
+def _release(scopes: tuple[Scope, ...], order: tuple[asyncio.Semaphore, ...], taken: int) -> None:
+    task = asyncio.current_task() if scopes else None
+    if task is not None:
+        for opened in scopes:
+            opened.in_flight.discard(task)
+    for index in range(taken - 1, -1, -1):
+        order[index].release()
 
 
 def _refuse_if_cancelled(scopes: tuple[Scope, ...]) -> None:

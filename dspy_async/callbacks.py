@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from . import usage
+from ._noop import Nothing
 from .settings import settings
 
 __all__ = ["BaseCallback", "Event", "Observation", "module_call", "observe"]
@@ -141,7 +142,7 @@ class Observation:
             _handle(callback, f"on_{self._event}_end", self.call_id, outputs=outputs, exception=exc)
 
 
-class _Unobserved(Observation):
+class _Unobserved(Nothing, Observation):
     """The observation when no callback is set: it does nothing."""
 
     __slots__ = ()
@@ -151,9 +152,6 @@ class _Unobserved(Observation):
 
     def returned(self, value: Any) -> Any:
         return value
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
 
 
 _UNOBSERVED = _Unobserved()
@@ -165,6 +163,16 @@ def observe(event: Event, instance: Any, inputs: Mapping[str, Any]) -> Observati
     if not callbacks:
         return _UNOBSERVED  # one lookup when nothing listens
     return Observation(callbacks, event, instance, inputs)
+
+
+def lm_call(lm: Any, prompt: str | None, messages: Any, params: Mapping[str, Any]) -> Observation:
+    """The observation of one LM call, its inputs put together only when a callback listens
+    (they would otherwise be kept for the whole call, for nothing)."""
+    callbacks = settings.callbacks
+    if not callbacks:
+        return _UNOBSERVED
+    inputs = {"prompt": prompt, "messages": messages, "kwargs": params}
+    return Observation(callbacks, "lm", lm, inputs)
 
 
 def module_call(

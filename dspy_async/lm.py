@@ -140,8 +140,7 @@ class BaseLM(abc.ABC):
         **params: Any,
     ) -> LMResponse:
         """Send a prompt (as one user message) or a list of chat messages; await the response."""
-        inputs = {"prompt": prompt, "messages": messages, "kwargs": params}
-        with callbacks.observe("lm", self, inputs) as seen:
+        with callbacks.lm_call(self, prompt, messages, params) as seen:
             checked = to_messages(prompt, messages)
             streamed = scope.open_reply()  # None unless made by a stream (streaming/scope.py)
             try:
@@ -227,6 +226,25 @@ class BaseLM(abc.ABC):
         params: dict[str, Any],
     ) -> LMResponse:
         """Produce the response to validated `messages`; `params` override the LM's defaults."""
+
+
+def _announce_retry(
+    max_attempts: int, call: Call, failure: AttemptFailed, number: int, wait: float
+) -> None:
+    """Before a backoff: the trace, the log and the event say which attempt failed and why."""
+    trace.current().backoff(failure, wait)  # the call's trace, current in its task
+    error = failure.error
+    status = f"HTTP {error.status_code}" if error.status_code else "no response"
+    logger.warning(
+        "%s/%s: attempt %d/%d failed (%s, %s); retrying in %.2f s",
+        *(call.provider, call.model, number, max_attempts, status, type(error).__name__, wait),
+    )
+    if events.subscribed():
+        events.emit(
+            events.RetryEvent(
+                call.id, call.provider, call.model, number, error.status_code, error, wait
+            )
+        )
 
 
 class LM(BaseLM):
@@ -329,6 +347,18 @@ class LM(BaseLM):
         self._origin = (url.scheme, url.host, url.port)
 
     @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of every call."""
+        return self._retry
+
+    @retry.setter
+    def retry(self, policy: RetryPolicy) -> None:
+        self._retry = policy
+        # Made once per policy: a bound method per call would be an object more for the
+        # garbage collector to scan, for each of thousands of calls in flight.
+        self._on_retry = functools.partial(_announce_retry, policy.max_attempts)
+
+    @property
     def missing_key(self) -> str | None:
         """What to set before this LM can be called, if it was built without the API key its
         provider needs (its calls then raise ConfigurationError with this message); else None.
@@ -417,10 +447,7 @@ class LM(BaseLM):
             self._attempt if sink is None else compose(self._stages, self._send.streaming(sink))
         )
         reply, attempts = await call_with_retries(
-            functools.partial(attempt, call),
-            self.retry,
-            enabled=settings.retry_enabled,
-            on_retry=functools.partial(self._on_retry, call.id),
+            attempt, call, self.retry, enabled=settings.retry_enabled, on_retry=self._on_retry
         )
         return Answer(reply, attempts)
 
@@ -452,20 +479,6 @@ class LM(BaseLM):
             sender, slots = pool.transport, pool.slots
         call_id = events.new_call_id()
         return Call(call_id, *self._names, request, sender, slots, cache, rollout_id)
-
-    def _on_retry(self, call_id: int, failure: AttemptFailed, number: int, wait: float) -> None:
-        trace.current().backoff(failure, wait)  # the call's trace, current in its task
-        error = failure.error
-        status = f"HTTP {error.status_code}" if error.status_code else "no response"
-        logger.warning(
-            "%s/%s: attempt %d/%d failed (%s, %s); retrying in %.2f s",
-            *self._names,
-            *(number, self.retry.max_attempts, status, type(error).__name__, wait),
-        )
-        if events.subscribed():
-            events.emit(
-                events.RetryEvent(call_id, *self._names, number, error.status_code, error, wait)
-            )
 
     @property
     def _names(self) -> tuple[str, str]:

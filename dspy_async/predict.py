@@ -20,6 +20,7 @@ from typing import Any
 
 from . import _checks, _runtime, callbacks
 from .adapters import generate_structured
+from .adapters.structured import StructuredResult
 from .errors import ConfigurationError, SignatureError
 from .example import Example
 from .lm import LM, BaseLM
@@ -120,7 +121,12 @@ class Predict(Module):
 
     async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
         with callbacks.module_call(self, args, kwargs) as seen:
-            prediction: Prediction = seen.returned(await self.aforward(*args, **kwargs))
+            if type(self).aforward is Predict.aforward:
+                # aforward's own body, inline: one frame less for every call in flight.
+                work = _runtime.arun(self._predict(self._prepare(args, kwargs)))
+            else:
+                work = self.aforward(*args, **kwargs)
+            prediction: Prediction = seen.returned(await work)
             return prediction
 
     def forward(self, *args: Any, **kwargs: Any) -> Prediction:
@@ -199,8 +205,9 @@ class Predict(Module):
         # On the runtime loop, in the caller's copied context: the step's span is the parent
         # of its LM calls, and its own parent is whatever span the caller had open.
         with trace.step(self):
-            if call.n == 1:
-                completions = [await self._complete(call)]
+            if call.n == 1:  # inline, not through _complete: one frame less per call
+                with nth_completion(0):
+                    completions = [_completion(await self._structured(call))]
             else:
                 # map, not a comprehension: one would make `self` and `call` closure cells
                 # of this frame, two more objects for every call in flight.
@@ -209,17 +216,23 @@ class Predict(Module):
                 )
         return Prediction.from_completions(completions, signature=self.signature)
 
-    async def _complete(self, call: _Call, index: int = 0) -> Prediction:
+    async def _complete(self, call: _Call, index: int) -> Prediction:
         with nth_completion(index):  # n identical requests: each its own cache entry
-            result = await generate_structured(
-                call.lm,
-                self.signature,
-                call.inputs,
-                params=call.params,
-                max_retries=call.max_retries,
-                demos=call.demos,
-            )
-        return Prediction(usage=result.usage, attempts=result.attempts, **result.values)
+            return _completion(await self._structured(call))
+
+    def _structured(self, call: _Call) -> Coroutine[Any, Any, StructuredResult]:
+        return generate_structured(
+            call.lm,
+            self.signature,
+            call.inputs,
+            params=call.params,
+            max_retries=call.max_retries,
+            demos=call.demos,
+        )
+
+
+def _completion(result: StructuredResult) -> Prediction:
+    return Prediction(usage=result.usage, attempts=result.attempts, **result.values)
 
 
 class ChainOfThought(Module):

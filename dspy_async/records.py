@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
+    "NO_USAGE",
     "Attempt",
     "ContentPart",
     "Message",
@@ -128,6 +129,9 @@ class Usage:
         }
 
 
+NO_USAGE = Usage()
+"""No tokens: a shared value, as Usage is immutable."""
+
 AttemptOutcome = Literal["ok", "error", "invalid_output"]
 
 
@@ -162,14 +166,14 @@ class Attempt:
     status_code: int | None = None
     waited: float = 0.0
     elapsed: float = 0.0
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = NO_USAGE
     gates: tuple[Wait, ...] = ()
     cached: bool = False
 
 
 def spent(attempts: Iterable[Attempt]) -> Usage:
     """The tokens billed over `attempts`, failed ones included."""
-    total = Usage()
+    total = NO_USAGE
     for attempt in attempts:
-        total += attempt.usage
+        total = attempt.usage if total is NO_USAGE else total + attempt.usage
     return total

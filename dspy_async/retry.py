@@ -12,7 +12,7 @@ import contextlib
 import email.utils
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import backoff
@@ -130,7 +130,8 @@ class _HasUsage(Protocol):
 
 
 R = TypeVar("R", bound=_HasUsage)
-RetryHook = Callable[[AttemptFailed, int, float], None]
+C = TypeVar("C")
+RetryHook = Callable[[C, AttemptFailed, int, float], None]
 WaitHook = Callable[[Wait], None]
 
 
@@ -141,15 +142,17 @@ class AttemptState:
 
     A gate whose wait does not count against `max_elapsed` (a concurrency slot: a call queued
     behind a busy batch is not late) moves the deadline by that wait. `on_wait`, if set (by
-    the Trace stage), sees each wait as it ends.
+    the Trace stage), sees each wait as it ends. `ticket` is what the Budget stage took for
+    the attempt, for the stages after it to see (pipeline/budget.py).
     """
 
     number: int
     deadline: float
     clock: _clock.Clock
-    gates: list[Wait] = field(default_factory=list)
+    gates: tuple[Wait, ...] = ()  # a tuple, grown by a wait: most attempts take none
     gated: float = 0.0
     on_wait: WaitHook | None = None
+    ticket: object = None
 
     def time_left(self) -> float:
         """Seconds until the call's deadline."""
@@ -161,7 +164,7 @@ class AttemptState:
         """Note `seconds` spent at `gate` (waiting for `reason`, if it names one); `counted`
         waits eat into the deadline."""
         wait = Wait(gate, seconds, reason)
-        self.gates.append(wait)
+        self.gates += (wait,)
         self.gated += seconds
         if not counted:
             self.deadline += seconds
@@ -170,17 +173,20 @@ class AttemptState:
 
 
 async def call_with_retries(
-    attempt: Callable[[AttemptState], Awaitable[R]],
+    attempt: Callable[[C, AttemptState], Awaitable[R]],
+    call: C,
     policy: RetryPolicy,
     *,
     enabled: bool = True,
-    on_retry: RetryHook | None = None,
+    on_retry: RetryHook[C] | None = None,
     clock: _clock.Clock | None = None,
 ) -> tuple[R, tuple[Attempt, ...]]:
-    """Run `attempt(state)` until it succeeds or may not be retried.
+    """Run `attempt(call, state)` until it succeeds or may not be retried.
 
     `attempt` raises `AttemptFailed` on failure; `state.time_left()` is the most it may take.
-    `on_retry(failure, number, wait)` is called before each backoff, a `clock.sleep` (the
+    `call` is handed to `attempt` and `on_retry` as is, so that neither needs binding to it
+    (an object more for every call in flight).
+    `on_retry(call, failure, number, wait)` is called before each backoff, a `clock.sleep` (the
     installed clock unless given: real time outside tests) that holds nothing the attempt's
     gates gave it. With `enabled` False (retries switched off) only one attempt is made.
     Returns the result and every attempt's record; on failure raises the last error, carrying
@@ -197,11 +203,11 @@ async def call_with_retries(
         state = AttemptState(number, deadline, clock)
         began = clock.monotonic()
         try:
-            outcome: R | AttemptFailed = await attempt(state)
+            outcome: R | AttemptFailed = await attempt(call, state)
         except AttemptFailed as failed:
             outcome = failed
         elapsed = clock.monotonic() - began - state.gated
-        deadline, gates = state.deadline, tuple(state.gates)
+        deadline, gates = state.deadline, state.gates
         if not isinstance(outcome, AttemptFailed):
             record = Attempt(number, "ok", None, 200, waited, elapsed, outcome.usage, gates)
             return outcome, (*history, record)
@@ -220,7 +226,7 @@ async def call_with_retries(
                 # cycle that keeps the call's request alive until a full garbage collection.
                 del error, failure, outcome
         if on_retry is not None:
-            on_retry(failure, number, wait)
+            on_retry(call, failure, number, wait)
         slept_from = clock.monotonic()
         await clock.sleep(wait)
         waited = clock.monotonic() - slept_from

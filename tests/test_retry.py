@@ -75,7 +75,7 @@ class Script:
         self.took = took
         self.budgets: list[float] = []
 
-    async def __call__(self, attempt: AttemptState) -> Result:
+    async def __call__(self, call: None, attempt: AttemptState) -> Result:
         self.budgets.append(attempt.time_left())
         self.time.now += self.took
         if self.failures:
@@ -88,6 +88,7 @@ async def run(
 ) -> tuple[Result, tuple[Attempt, ...]]:
     return await call_with_retries(
         script,
+        None,
         policy,
         clock=time,
         **kwargs,  # type: ignore[arg-type]
@@ -209,7 +210,7 @@ async def test_on_retry_is_told_the_failure_attempt_and_wait() -> None:
     await run(
         time,
         Script(time, failures),
-        on_retry=lambda failure, number, wait: seen.append(
+        on_retry=lambda call, failure, number, wait: seen.append(
             (failure.error.status_code, number, wait)
         ),
     )
@@ -220,7 +221,7 @@ async def test_uncounted_gate_waits_move_the_deadline_and_are_recorded() -> None
     time = FakeTime()
     failures = [server_error()] * 2
 
-    async def attempt(state: AttemptState) -> Result:
+    async def attempt(call: None, state: AttemptState) -> Result:
         time.now += 100  # queued for a slot: not counted against max_elapsed
         state.record_wait("slot", 100, counted=False)
         time.now += 1
@@ -229,7 +230,7 @@ async def test_uncounted_gate_waits_move_the_deadline_and_are_recorded() -> None
         return Result(Usage(1, 1))
 
     policy = RetryPolicy(jitter=False, max_elapsed=5)
-    _, attempts = await call_with_retries(attempt, policy, clock=time)
+    _, attempts = await call_with_retries(attempt, None, policy, clock=time)
     assert len(attempts) == 3
     assert [a.elapsed for a in attempts] == [1, 1, 1]
     assert all(a.gates == (Wait("slot", 100),) for a in attempts)
@@ -238,14 +239,14 @@ async def test_uncounted_gate_waits_move_the_deadline_and_are_recorded() -> None
 async def test_counted_gate_waits_eat_into_the_deadline() -> None:
     time = FakeTime()
 
-    async def attempt(state: AttemptState) -> Result:
+    async def attempt(call: None, state: AttemptState) -> Result:
         time.now += 4  # waited for something that counts, such as rate-limit budget
         state.record_wait("budget", 4, counted=True)
         raise server_error()
 
     policy = RetryPolicy(jitter=False, max_elapsed=4.2)
     with pytest.raises(ProviderServerError) as raised:
-        await call_with_retries(attempt, policy, clock=time)
+        await call_with_retries(attempt, None, policy, clock=time)
     assert len(raised.value.attempts) == 1  # the 0.5 s backoff would end past the deadline
     assert raised.value.attempts[0].elapsed == 0
 

@@ -12,7 +12,7 @@ again, even if it came from the cache, so the re-ask and every later call get a 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from ..errors import LMError, OutputValidationError, UnsupportedParameterError
 from ..example import Example
 from ..lm import BaseLM, Message
 from ..pipeline.cache import commit_on_accept
-from ..records import Attempt, Usage, spent
+from ..records import NO_USAGE, Attempt, Usage, spent
 from ..signatures import Signature
 from .messages import build_messages
 from .native import native_output_schema
@@ -58,7 +58,8 @@ async def generate_structured(
     base = _format(signature, inputs, demos, json_format=schema is None)
     # Tuples, grown only by a re-ask: a step that validates first time makes none of them.
     turns: tuple[Message, ...] = ()
-    log = _AttemptLog()
+    attempts: tuple[Attempt, ...] = ()  # every LM call's, renumbered in order
+    usage = NO_USAGE
     replies: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
     while True:
@@ -66,9 +67,10 @@ async def generate_structured(
             with commit_on_accept():
                 response = await lm.acall(messages=[*base, *turns], output_schema=schema, **params)
         except LMError as exc:
-            log.add(exc.attempts, usage=spent(exc.attempts))  # a refused 200 is billed
+            attempts = _renumbered(attempts, exc.attempts)
+            usage += spent(exc.attempts)  # a refused 200 is billed
             if schema is None or not isinstance(exc, UnsupportedParameterError):
-                exc.attempts = log.attempts  # the whole step's history, re-asks included
+                exc.attempts = attempts  # the whole step's history, re-asks included
                 raise
             lm.supports_native_structured = False
             schema = None
@@ -82,7 +84,8 @@ async def generate_structured(
         except InvalidOutput as exc:
             response.reject()
             error = str(exc)
-            log.add(response.attempts, usage=response.usage, invalid=error)
+            attempts = _renumbered(attempts, response.attempts, invalid=error)
+            usage += response.usage
             replies += (response.text,)
             errors += (error,)
             if len(errors) > max_retries:
@@ -92,13 +95,13 @@ async def generate_structured(
                     f"last error:\n{error}",
                     raw_outputs=replies,
                     errors=errors,
-                    attempts=log.attempts,
+                    attempts=attempts,
                 ) from None
             turns += tuple(reask_messages(response.text, error))
             continue
         response.accept()
-        log.add(response.attempts, usage=response.usage)
-        return StructuredResult(values, log.usage, log.attempts)
+        attempts = _renumbered(attempts, response.attempts)
+        return StructuredResult(values, usage + response.usage, attempts)
 
 
 def _format(
@@ -117,23 +120,18 @@ def _format(
         return messages
 
 
-class _AttemptLog:
-    """Attempts of every LM call of one step, renumbered in order, and their summed usage."""
-
-    def __init__(self) -> None:
-        self.attempts: tuple[Attempt, ...] = ()
-        self.usage = Usage()
-
-    def add(
-        self, attempts: Iterable[Attempt], *, usage: Usage | None = None, invalid: str | None = None
-    ) -> None:
-        # Renumbered only where the number changes (the first call's are already 1, 2, ...).
-        added = [
-            a if a.number == number else dataclasses.replace(a, number=number)
-            for number, a in enumerate(attempts, start=len(self.attempts) + 1)
-        ]
-        if invalid is not None and added:
-            added[-1] = dataclasses.replace(added[-1], outcome="invalid_output", error=invalid)
-        self.attempts += tuple(added)
-        if usage is not None:
-            self.usage += usage
+def _renumbered(
+    earlier: tuple[Attempt, ...], attempts: tuple[Attempt, ...], *, invalid: str | None = None
+) -> tuple[Attempt, ...]:
+    """`earlier` with one LM call's `attempts` after them, numbered on; the last marked as
+    an invalid output if `invalid` says why. The first call's are already 1, 2, ...: when
+    nothing changes they are handed back as they are."""
+    if not earlier and invalid is None:
+        return attempts
+    added = [
+        a if a.number == number else dataclasses.replace(a, number=number)
+        for number, a in enumerate(attempts, start=len(earlier) + 1)
+    ]
+    if invalid is not None and added:
+        added[-1] = dataclasses.replace(added[-1], outcome="invalid_output", error=invalid)
+    return (*earlier, *added)

@@ -15,11 +15,10 @@ turns back an attempt that got its slot while such a pause is on, so none is sen
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import math
 import os
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,13 +96,6 @@ class _Ticket:
     sent_blind: bool = False  # passed the Checkpoint knowing no limit: counted in flight
 
 
-# Set by the Budget stage around the rest of the attempt; the Checkpoint runs in the same
-# task, so it sees its own attempt's ticket and no other.
-_tickets: contextvars.ContextVar[_Ticket | None] = contextvars.ContextVar(
-    "dspy_async_budget_ticket", default=None
-)
-
-
 class AccountBudget:
     """One account's budget as this process's runtime loop sees it: the store that holds it,
     the queue of attempts waiting for it, and when the last pause it heard of ends."""
@@ -179,6 +171,14 @@ class AccountBudget:
     ) -> Grant:
         """Take without waiting or queueing (for an attempt that already queued once)."""
         return await self.store.take(self.account.key, costs, limits, clock.monotonic())
+
+    def take_at_once(
+        self, costs: Mapping[str, float], limits: Mapping[str, Limit], clock: _clock.Clock
+    ) -> Grant | None:
+        """`take_now` without an await, when the store is this process's; else None."""
+        if not isinstance(self.store, LocalStore):
+            return None
+        return self.store.take_now(self.account.key, costs, limits, clock.monotonic())
 
     def _leave(self, entry: tuple[AttemptState, asyncio.Future[bool]]) -> None:
         # The first in the queue hands its turn on when it leaves, however it leaves
@@ -332,8 +332,8 @@ class Budget:
                         reason or "budget",
                     )
                 )
-            ticket = _Ticket(costs, blind)
-            passed = _tickets.set(ticket)
+            # On the attempt, for its Checkpoint to see (its own attempt's ticket, no other).
+            ticket = attempt.ticket = _Ticket(costs, blind)
             try:
                 reply = await send(call, attempt)
             except _Bounced:
@@ -345,7 +345,7 @@ class Budget:
                 await budget.settle(failure, self.limits, attempt.clock)
                 raise
             finally:
-                _tickets.reset(passed)
+                attempt.ticket = None
                 others = budget.answered(ticket)  # however the attempt ended
             settlement = _answered(reply, ticket, prompt, completion, others)
             if settlement is not None:
@@ -402,15 +402,38 @@ class Checkpoint:
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
 
-    async def __call__(self, call: Call, attempt: AttemptState, send: Handler) -> Reply:
+    def __call__(self, call: Call, attempt: AttemptState, send: Handler) -> Awaitable[Reply]:
+        # A plain function unless it must await the store: the attempt in flight keeps no
+        # frame of this stage.
         budget = self.budget.budget()
         if budget.paused_for(attempt.clock) > 0:
             raise _Bounced
-        ticket = _tickets.get()
-        if ticket is not None and ticket.blind:
-            grant = await budget.take_now(ticket.costs, self.budget.limits, attempt.clock)
-            if not grant.taken:
-                raise _Bounced
-            ticket.blind = ticket.sent_blind = grant.blind
-            budget.blind_in_flight += ticket.sent_blind
+        ticket = attempt.ticket
+        if not isinstance(ticket, _Ticket) or not ticket.blind:
+            return send(call, attempt)
+        grant = budget.take_at_once(ticket.costs, self.budget.limits, attempt.clock)
+        if grant is None:
+            return self._take_then_send(call, attempt, send, budget, ticket)
+        _passed(budget, ticket, grant)
+        return send(call, attempt)
+
+    async def _take_then_send(
+        self,
+        call: Call,
+        attempt: AttemptState,
+        send: Handler,
+        budget: AccountBudget,
+        ticket: _Ticket,
+    ) -> Reply:
+        grant = await budget.take_now(ticket.costs, self.budget.limits, attempt.clock)
+        _passed(budget, ticket, grant)
         return await send(call, attempt)
+
+
+def _passed(budget: AccountBudget, ticket: _Ticket, grant: Grant) -> None:
+    """A blind attempt's take at the Checkpoint: turned back if refused, else sent, blind
+    still (and counted in flight as such) if no limit is known yet."""
+    if not grant.taken:
+        raise _Bounced
+    ticket.blind = ticket.sent_blind = grant.blind
+    budget.blind_in_flight += ticket.sent_blind

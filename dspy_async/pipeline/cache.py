@@ -17,15 +17,15 @@ same request gets a fresh answer, and is then cached under its own id).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Generic, TypeVar
 
 from .. import _checks
+from .._noop import NOTHING
 from ..cache import ResponseCache, current
 from ..cache.flights import flights
 from ..cache.key import cache_key
@@ -44,6 +44,8 @@ __all__ = [
     "split_options",
 ]
 
+T = TypeVar("T")
+
 OPTIONS = frozenset({"cache", "rollout_id"})
 """Call parameters the cache takes for itself: they are never sent to the provider."""
 
@@ -60,30 +62,30 @@ def nth_completion(index: int) -> AbstractContextManager[None]:
     """Calls made inside are completion `index` of several asked of one request (Predict's
     `n`): each has its own entry, so that n identical requests get n answers, not one shared.
     Already so (every call of a one-completion step is completion 0): nothing to set."""
-    return _UNCHANGED if _completion.get() == index else _completion_set(index)
+    return NOTHING if _completion.get() == index else _Set(_completion, index)
 
 
-_UNCHANGED: AbstractContextManager[None] = contextlib.nullcontext()
-
-
-@contextmanager
-def _completion_set(index: int) -> Iterator[None]:
-    token = _completion.set(index)
-    try:
-        yield
-    finally:
-        _completion.reset(token)
-
-
-@contextmanager
-def commit_on_accept() -> Iterator[None]:
+def commit_on_accept() -> AbstractContextManager[None]:
     """Calls made inside (in this task, and the work it starts) are cached only once the
     caller validates the answer and calls `response.accept()`."""
-    token = _on_accept.set(True)
-    try:
-        yield
-    finally:
-        _on_accept.reset(token)
+    return _Set(_on_accept, True)
+
+
+class _Set(Generic[T]):
+    """`var` set to `value` inside the `with` block. A class rather than a generator: one
+    object per call in flight, not three."""
+
+    __slots__ = ("_token", "_value", "_var")
+
+    def __init__(self, var: contextvars.ContextVar[T], value: T) -> None:
+        self._var = var
+        self._value = value
+
+    def __enter__(self) -> None:
+        self._token = self._var.set(self._value)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._var.reset(self._token)
 
 
 def split_options(

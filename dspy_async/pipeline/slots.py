@@ -27,7 +27,7 @@ class Slots:
     def __init__(self, max_concurrency: int | None) -> None:
         self.max_concurrency = max_concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._semaphore: asyncio.Semaphore | None = None
+        self._semaphore: tuple[asyncio.Semaphore, ...] = ()
 
     def __getstate__(self) -> dict[str, Any]:
         # A semaphore belongs to one loop and cannot be pickled: copies make their own.
@@ -42,15 +42,23 @@ class Slots:
         loop = asyncio.get_running_loop()
         # Only the runtime loop's thread gets here, so no lock is needed; a new loop (after a
         # fork) gets a new semaphore, and the old one dies with this object, not in a registry.
-        if self._loop is not loop or self._semaphore is None:
-            self._loop, self._semaphore = loop, asyncio.Semaphore(self.max_concurrency)
-        return (self._semaphore,)
+        if self._loop is not loop or not self._semaphore:
+            self._loop, self._semaphore = loop, (asyncio.Semaphore(self.max_concurrency),)
+        return self._semaphore
 
     async def __call__(self, call: Call, attempt: AttemptState, send: Handler) -> Reply:
         semaphores = self._own_semaphore()
         if call.connection_slots is not None:
             semaphores = (*semaphores, call.connection_slots)
-        queued_from = attempt.clock.monotonic()
-        async with _limits.attempt_slots(*semaphores):
-            attempt.record_wait("slot", attempt.clock.monotonic() - queued_from, counted=False)
+        order = _limits.slots_for(*semaphores)
+        # Nothing else runs between this look and the takes unless one of them waits: a slot
+        # free now is taken at once, and an attempt that queued nowhere has no wait to record.
+        queued = any(semaphore.locked() for semaphore in order)
+        queued_from = attempt.clock.monotonic() if queued else 0.0
+        await _limits.take(order)
+        try:
+            if queued:
+                attempt.record_wait("slot", attempt.clock.monotonic() - queued_from, counted=False)
             return await send(call, attempt)
+        finally:
+            _limits.release(order)

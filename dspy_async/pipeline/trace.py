@@ -15,13 +15,13 @@ no-op; nothing is imported. `instrument()` installs the OpenTelemetry tracer fro
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 from collections.abc import Awaitable, Mapping, Sized
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
+from .._noop import NOTHING, Nothing
 from ..providers.base import Reply
 from ..records import Message, Usage
 from ..retry import AttemptFailed, AttemptState
@@ -93,14 +93,10 @@ current_call: contextvars.ContextVar[CallTrace | None] = contextvars.ContextVar(
 """The traced LM call under way in this task, for the Trace stage of its attempts."""
 
 
-class _Untraced:
+class _Untraced(Nothing):
     """The call trace when tracing is off: every method does nothing."""
 
-    def __enter__(self) -> _Untraced:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
+    __slots__ = ()
 
     def answered(self, reply: Reply, usage: Usage, *, cached: bool = False) -> None:
         pass
@@ -113,7 +109,6 @@ class _Untraced:
 
 
 _UNTRACED = _Untraced()
-_NO_STEP = contextlib.nullcontext()
 
 
 def current() -> CallTrace:
@@ -130,14 +125,14 @@ def call(call: Call, messages: list[Message]) -> CallTrace:
 def step(module: object) -> AbstractContextManager[object]:
     """The span of one run of `module` (a no-op when tracing is off)."""
     active = tracer
-    return _NO_STEP if active is None else active.step(*_describe(module))
+    return NOTHING if active is None else active.step(*_describe(module))
 
 
 def batch(module: object, items: object) -> AbstractContextManager[object]:
     """The span of a batch of runs of `module` over `items` (a no-op when tracing is off)."""
     active = tracer
     if active is None:
-        return _NO_STEP
+        return NOTHING
     name, attributes = _describe(module)
     if isinstance(items, Sized):
         attributes["dspy_async.batch.size"] = len(items)

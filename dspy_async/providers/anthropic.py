@@ -13,6 +13,7 @@ from .base import (
     endpoint_url,
     find_api_key,
     finish_reason_from,
+    json_object,
     message_from,
     missing_key,
     request_params,
@@ -84,7 +85,7 @@ def build_body(
             {
                 "name": schema.name,
                 "description": f"Answer with a {schema.name} object.",
-                "input_schema": dict(schema.schema),
+                "input_schema": json_object(schema.schema),
             }
         ]
         body["tool_choice"] = {"type": "tool", "name": schema.name}

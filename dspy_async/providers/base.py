@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from .. import _checks
+from .. import _checks, _decoding
 from ..errors import ConfigurationError
 from ..records import ToolCall, Usage
 
@@ -34,6 +34,7 @@ __all__ = [
     "find_api_key",
     "finish_reason_from",
     "is_context_window",
+    "json_object",
     "missing_key",
     "request_params",
     "text_or_none",
@@ -58,6 +59,13 @@ CONTEXT_WINDOW_MESSAGE = re.compile(
 CONTEXT_WINDOW_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
 
 
+# Sent with every request, beside the endpoint's own headers (its key, its API version).
+_REQUEST_HEADERS = {
+    "accept-encoding": _decoding.ACCEPT_ENCODING,
+    "content-type": "application/json",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where a provider's chat endpoint is and the headers it needs. `secret` is the API key,
@@ -70,6 +78,11 @@ class Endpoint:
     headers: Mapping[str, str] = field(repr=False)
     secret: str | None = field(default=None, repr=False)
     missing_key: str | None = None
+    # What every request sends: `headers` and the body's encodings. Merged once, here.
+    sent_headers: Mapping[str, str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sent_headers", {**self.headers, **_REQUEST_HEADERS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +220,12 @@ def endpoint_url(base: object, path: str, *, source: str = "api_base") -> httpx.
             "e.g. 'http://127.0.0.1:8080/v1'"
         )
     return url
+
+
+def json_object(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """`mapping` as the JSON encoder takes it: itself if it is a dict (shared, never copied:
+    bodies are read, not changed), else a copy."""
+    return mapping if isinstance(mapping, dict) else dict(mapping)
 
 
 def request_params(

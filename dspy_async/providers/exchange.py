@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -72,8 +73,6 @@ _NOT_FOUND_HINTS = {
 }
 
 
-# Added to every request's own headers (the endpoint's: its key, its API version).
-_SENT_HEADERS = {"accept-encoding": _decoding.ACCEPT_ENCODING, "content-type": "application/json"}
 # The headers of a response that never came (never changed: one for every attempt).
 _NO_HEADERS = httpx.Headers()
 # A URL no transport can send to: retrying cannot help.
@@ -110,10 +109,9 @@ async def exchange(
     With `stream`, the request asks for a stream, and a 200 is read as it arrives, its text
     handed on piece by piece (streaming/reader.py, which re-arms the timeout at each event).
     """
-    headers = {**request.endpoint.headers, **_SENT_HEADERS}
     sent = _http.json_body(request.body if stream is None else stream.body)
     status: int | None = None
-    received = _NO_HEADERS
+    received: Mapping[str, str] = _NO_HEADERS
     failure: AttemptFailed | None = None
     cause: TransportFailure | None = None
     reply: Reply | None = None
@@ -122,7 +120,9 @@ async def exchange(
     # read); per-phase transport timers on top would only add work at scale.
     try:
         async with asyncio.timeout(timeout) as timer:
-            response = await _http.send(sender, request.endpoint.url, headers, sent)
+            response = _http.opened(
+                await _http.send(sender, request.endpoint.url, request.endpoint.sent_headers, sent)
+            )
             try:
                 status, received = response.status_code, response.headers
                 if stream is not None and status == 200 and stream.accepts(response):
@@ -205,7 +205,7 @@ def _transport_error(
     return _error(ProviderConnectionError, request, f"{name}: connection failed ({detail})", None)
 
 
-async def _reply(request: Request, content: bytes, headers: httpx.Headers) -> Reply:
+async def _reply(request: Request, content: bytes, headers: Mapping[str, str]) -> Reply:
     name = request.provider_name
     try:
         body = await _json.run_bounded(len(content), _json.loads, content)
@@ -274,7 +274,7 @@ def _error_body(provider: Provider, content: bytes) -> ErrorBody:
 
 
 async def _status_failure(
-    request: Request, status: int, headers: httpx.Headers, content: bytes
+    request: Request, status: int, headers: Mapping[str, str], content: bytes
 ) -> AttemptFailed:
     name = request.provider_name
     info = await _json.run_bounded(len(content), _error_body, request.provider, content)

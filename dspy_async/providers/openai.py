@@ -13,6 +13,7 @@ from .base import (
     endpoint_url,
     find_api_key,
     finish_reason_from,
+    json_object,
     message_from,
     missing_key,
     request_params,
@@ -86,7 +87,7 @@ def build_body(
             "type": "json_schema",
             "json_schema": {
                 "name": schema.name,
-                "schema": dict(schema.schema),
+                "schema": json_object(schema.schema),
                 "strict": schema.strict,
             },
         }

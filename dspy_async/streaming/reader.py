@@ -67,7 +67,7 @@ class StreamReader:
 
     async def read(self, response: _http.Response, timer: asyncio.Timeout) -> Reply:
         """The reply, once the stream ended, its text handed on as it came."""
-        encodings = response.headers.get_list("content-encoding", split_commas=True)
+        encodings = _http.header_values(response.headers, "content-encoding")
         decoder = _decoding.BodyDecoder(encodings, self.max_bytes)
         framing = SSEParser() if self.deltas.framing == "sse" else NDJSONParser()
         try:

@@ -106,7 +106,8 @@ def test_waiting_for_a_pooled_connection_does_not_eat_the_attempt_timeout(
 
         async def main():
             responses = await asyncio.gather(*(lm.acall(f"q{i}") for i in range(200)))
-            slot_waits = [a.gates[0].seconds for r in responses for a in r.attempts]
+            # A slot taken at once is no wait, and has no record: the first 16 have none.
+            slot_waits = [w.seconds for r in responses for a in r.attempts for w in a.gates]
             print(_http.default_pool_size(), max(len(r.attempts) for r in responses),
                   f"{max(slot_waits):.2f}")
 
