@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
@@ -66,8 +66,8 @@ class LMResponse:
 
     def accept(self) -> None:
         """Let the response cache keep this answer, which passed the caller's checks. Needed
-        only inside `commit_on_accept()` (the structured-output adapter's way of calling);
-        other answers are kept at once."""
+        only after `defer_commit()` (the structured-output adapter's way of calling); other
+        answers are kept at once."""
         if self._verdict is not None:
             self._verdict.accept()
 
@@ -439,17 +439,22 @@ class LM(BaseLM):
             tool_calls,
         )
 
-    async def _retries(self, call: Call) -> Answer:
+    def _retries(self, call: Call) -> Awaitable[Answer]:
         """The innermost link of the call chain: the attempts and the backoffs between them.
-        A streamed call (its cache missed) sends them through a Send that hands its text on."""
+        A streamed call (its cache missed) sends them through a Send that hands its text on.
+        A plain function handing on the retry loop: no frame of its own per call in flight."""
         sink = scope.take()
         attempt = (
             self._attempt if sink is None else compose(self._stages, self._send.streaming(sink))
         )
-        reply, attempts = await call_with_retries(
-            attempt, call, self.retry, enabled=settings.retry_enabled, on_retry=self._on_retry
+        return call_with_retries(
+            attempt,
+            call,
+            self.retry,
+            enabled=settings.retry_enabled,
+            on_retry=self._on_retry,
+            answer=Answer,
         )
-        return Answer(reply, attempts)
 
     def _start_call(
         self,

@@ -207,13 +207,15 @@ class Predict(Module):
         with trace.step(self):
             if call.n == 1:  # inline, not through _complete: one frame less per call
                 with nth_completion(0):
-                    completions = [_completion(await self._structured(call))]
-            else:
-                # map, not a comprehension: one would make `self` and `call` closure cells
-                # of this frame, two more objects for every call in flight.
-                completions = await _all_or_none(
-                    list(map(self._complete, [call] * call.n, range(call.n)))
+                    result = await self._structured(call)
+                return Prediction.of_one(
+                    result.usage, result.attempts, self.signature, **result.values
                 )
+            # map, not a comprehension: one would make `self` and `call` closure cells of
+            # this frame, two more objects for every call in flight.
+            completions = await _all_or_none(
+                list(map(self._complete, [call] * call.n, range(call.n)))
+            )
         return Prediction.from_completions(completions, signature=self.signature)
 
     async def _complete(self, call: _Call, index: int) -> Prediction:

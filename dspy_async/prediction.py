@@ -27,7 +27,7 @@ class Prediction(Example):
 
     _usage: Usage
     _attempts: tuple[Attempt, ...]
-    _completions: Completions | None
+    _completions: Completions | _OneCompletion | None
     _lm_usage: dict[str, dict[str, int]] | None
 
     def __init__(
@@ -72,6 +72,16 @@ class Prediction(Example):
         object.__setattr__(prediction, "_completions", held)
         return prediction
 
+    @classmethod
+    def of_one(
+        cls, usage: Usage, attempts: tuple[Attempt, ...], signature: Any, **values: Any
+    ) -> Prediction:
+        """The Prediction of a step asked for one completion. Its `completions` (one, its
+        own values) are made when first read: a batch of thousands keeps no copies."""
+        prediction = cls(usage=usage, attempts=attempts, **values)
+        object.__setattr__(prediction, "_completions", _OneCompletion(signature))
+        return prediction
+
     def __getattribute__(self, name: str) -> Any:
         # Outputs win over the Example methods they are named like (`items`, `copy`, `keys`),
         # as they did before Prediction was an Example; Prediction's own API always wins.
@@ -100,7 +110,12 @@ class Prediction(Example):
     @property
     def completions(self) -> Completions | None:
         """Every completion asked for (`n=` on Predict), or None for one built by hand."""
-        return self._completions
+        completions = self._completions
+        if isinstance(completions, _OneCompletion):
+            one = Prediction(self._store, usage=self._usage, attempts=self._attempts)
+            completions = Completions([one], signature=completions.signature)
+            object.__setattr__(self, "_completions", completions)
+        return completions
 
     def get_lm_usage(self) -> dict[str, dict[str, int]] | None:
         """DSPy's usage per model id of the program call that returned this Prediction
@@ -118,8 +133,17 @@ class Prediction(Example):
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={value!r}" for name, value in self._store.items())
-        more = len(self._completions) - 1 if self._completions is not None else 0
+        more = len(self._completions) - 1 if isinstance(self._completions, Completions) else 0
         return f"Prediction({shown})" + (f" (+{more} more completions)" if more > 0 else "")
+
+
+class _OneCompletion:
+    """The one completion of a step, not made yet (see `Prediction.of_one`)."""
+
+    __slots__ = ("signature",)
+
+    def __init__(self, signature: Any) -> None:
+        self.signature = signature
 
 
 class Completions:

@@ -13,7 +13,7 @@ import email.utils
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 import backoff
 
@@ -131,6 +131,7 @@ class _HasUsage(Protocol):
 
 R = TypeVar("R", bound=_HasUsage)
 C = TypeVar("C")
+T = TypeVar("T")
 RetryHook = Callable[[C, AttemptFailed, int, float], None]
 WaitHook = Callable[[Wait], None]
 
@@ -172,6 +173,31 @@ class AttemptState:
             self.on_wait(wait)
 
 
+@overload
+async def call_with_retries(
+    attempt: Callable[[C, AttemptState], Awaitable[R]],
+    call: C,
+    policy: RetryPolicy,
+    *,
+    enabled: bool = ...,
+    on_retry: RetryHook[C] | None = ...,
+    clock: _clock.Clock | None = ...,
+) -> tuple[R, tuple[Attempt, ...]]: ...
+
+
+@overload
+async def call_with_retries(
+    attempt: Callable[[C, AttemptState], Awaitable[R]],
+    call: C,
+    policy: RetryPolicy,
+    *,
+    enabled: bool = ...,
+    on_retry: RetryHook[C] | None = ...,
+    clock: _clock.Clock | None = ...,
+    answer: Callable[[R, tuple[Attempt, ...]], T],
+) -> T: ...
+
+
 async def call_with_retries(
     attempt: Callable[[C, AttemptState], Awaitable[R]],
     call: C,
@@ -180,7 +206,8 @@ async def call_with_retries(
     enabled: bool = True,
     on_retry: RetryHook[C] | None = None,
     clock: _clock.Clock | None = None,
-) -> tuple[R, tuple[Attempt, ...]]:
+    answer: Callable[[R, tuple[Attempt, ...]], Any] | None = None,
+) -> Any:
     """Run `attempt(call, state)` until it succeeds or may not be retried.
 
     `attempt` raises `AttemptFailed` on failure; `state.time_left()` is the most it may take.
@@ -189,8 +216,8 @@ async def call_with_retries(
     `on_retry(call, failure, number, wait)` is called before each backoff, a `clock.sleep` (the
     installed clock unless given: real time outside tests) that holds nothing the attempt's
     gates gave it. With `enabled` False (retries switched off) only one attempt is made.
-    Returns the result and every attempt's record; on failure raises the last error, carrying
-    every record.
+    Returns the result and every attempt's record (as `answer(result, records)`, if given);
+    on failure raises the last error, carrying every record.
     """
     clock = clock or _clock.current()
     waits: Iterator[float] | None = None  # made at the first failure: most calls need none
@@ -210,7 +237,8 @@ async def call_with_retries(
         deadline, gates = state.deadline, state.gates
         if not isinstance(outcome, AttemptFailed):
             record = Attempt(number, "ok", None, 200, waited, elapsed, outcome.usage, gates)
-            return outcome, (*history, record)
+            records = (*history, record)
+            return (outcome, records) if answer is None else answer(outcome, records)
         failure, error = outcome, outcome.error
         status, spent = error.status_code, failure.usage
         history += (Attempt(number, "error", str(error), status, waited, elapsed, spent, gates),)

@@ -21,7 +21,7 @@ from dspy_async.cache import ResponseCache, configure_cache, current
 from dspy_async.cache.disk import DB_NAME
 from dspy_async.errors import AuthenticationError, ConfigurationError
 from dspy_async.lm import LM, OutputSchema
-from dspy_async.pipeline.cache import commit_on_accept
+from dspy_async.pipeline.cache import defer_commit, restore_commit
 from dspy_async.records import Usage
 from dspy_async.retry import RetryPolicy
 from dspy_async.testing import ProviderSimulator
@@ -402,16 +402,18 @@ def test_a_rejected_answer_is_never_served_again(
     assert not lm("judge me").cached and len(sim.requests) == 3
 
 
-async def test_inside_commit_on_accept_only_accepted_answers_are_kept(
+async def test_after_defer_commit_only_accepted_answers_are_kept(
     provider_simulator: ProviderSimulator, response_cache: ResponseCache
 ) -> None:
     sim = provider_simulator
     lm = make_lm(sim)
-    with commit_on_accept():
-        unjudged = await lm.acall("wait for the verdict")
+    deferred = defer_commit()
+    unjudged = await lm.acall("wait for the verdict")
+    restore_commit(deferred)
     assert not (await lm.acall("wait for the verdict")).cached  # not kept without accept()
-    with commit_on_accept():
-        judged = await lm.acall("accept me")
+    deferred = defer_commit()
+    judged = await lm.acall("accept me")
+    restore_commit(deferred)
     judged.accept()
     judged.accept()  # once is enough; again changes nothing
     assert (await lm.acall("accept me")).cached

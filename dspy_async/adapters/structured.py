@@ -4,9 +4,10 @@ Everything runs in one coroutine on the runtime loop, so a re-ask blocks nothing
 strategy is used while the LM supports it; when a provider rejects the native parameter, the
 LM is marked and this call (and every later one on that LM) falls back to prompt JSON.
 
-Replies are asked for under `commit_on_accept()`: the response cache keeps one only once it
-validated (`response.accept()`), and one that did not (`response.reject()`) is never served
-again, even if it came from the cache, so the re-ask and every later call get a fresh answer.
+Replies are asked for with their commit deferred (`defer_commit()`): the response cache
+keeps one only once it validated (`response.accept()`), and one that did not
+(`response.reject()`) is never served again, even if it came from the cache, so the re-ask
+and every later call get a fresh answer.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .. import callbacks
 from ..errors import LMError, OutputValidationError, UnsupportedParameterError
 from ..example import Example
 from ..lm import BaseLM, Message
-from ..pipeline.cache import commit_on_accept
+from ..pipeline.cache import defer_commit, restore_commit
 from ..records import NO_USAGE, Attempt, Usage, spent
 from ..signatures import Signature
 from .messages import build_messages
@@ -63,9 +64,9 @@ async def generate_structured(
     replies: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
     while True:
+        deferred = defer_commit()
         try:
-            with commit_on_accept():
-                response = await lm.acall(messages=[*base, *turns], output_schema=schema, **params)
+            response = await lm.acall(messages=[*base, *turns], output_schema=schema, **params)
         except LMError as exc:
             attempts = _renumbered(attempts, exc.attempts)
             usage += spent(exc.attempts)  # a refused 200 is billed
@@ -76,6 +77,8 @@ async def generate_structured(
             schema = None
             base = _format(signature, inputs, demos, json_format=True)
             continue
+        finally:
+            restore_commit(deferred)
         try:
             with callbacks.observe(
                 "adapter_parse", signature, {"signature": signature, "completion": response.text}

@@ -4,10 +4,10 @@
     follow    an identical call already in flight: wait for its answer (single-flight)
     lead      else lead that flight: ask disk and Redis, and on a miss run the rest of the
               chain, the retry loop
-    commit    a plain call's answer is kept at once; a call made inside `commit_on_accept()`
-              (the structured-output adapter, which validates replies) is kept only when the
-              caller says `response.accept()`, and `response.reject()` makes sure an answer
-              that failed validation is never served again
+    commit    a plain call's answer is kept at once; a call made after `defer_commit()`
+              (by the structured-output adapter, which validates replies) is kept only when
+              the caller says `response.accept()`, and `response.reject()` makes sure an
+              answer that failed validation is never served again
 
 Off costs nothing: with no cache configured, or `cache=False` for the LM or the call, the
 stage hands the call on before computing anything. `cache=` and `rollout_id=` are call
@@ -39,8 +39,9 @@ __all__ = [
     "Cache",
     "Verdict",
     "check_rollout_id",
-    "commit_on_accept",
+    "defer_commit",
     "nth_completion",
+    "restore_commit",
     "split_options",
 ]
 
@@ -65,10 +66,19 @@ def nth_completion(index: int) -> AbstractContextManager[None]:
     return NOTHING if _completion.get() == index else _Set(_completion, index)
 
 
-def commit_on_accept() -> AbstractContextManager[None]:
-    """Calls made inside (in this task, and the work it starts) are cached only once the
-    caller validates the answer and calls `response.accept()`."""
-    return _Set(_on_accept, True)
+def defer_commit() -> bool:
+    """Calls made from now on (in this task, and the work it starts) are cached only once the
+    caller validates the answer and calls `response.accept()`, until `restore_commit` is
+    given what this returned. Two calls, not a context manager: a `with` suspended across
+    the call would hold three objects more for each call in flight."""
+    deferred = _on_accept.get()
+    _on_accept.set(True)
+    return deferred
+
+
+def restore_commit(deferred: bool) -> None:
+    """End what `defer_commit` began (it returned `deferred`)."""
+    _on_accept.set(deferred)
 
 
 class _Set(Generic[T]):
