@@ -25,13 +25,11 @@ class Clock(Protocol):
 
 
 class RealClock:
-    """`time.monotonic` and `asyncio.sleep`: what every call uses outside tests."""
+    """`time.monotonic` and `asyncio.sleep`: what every call uses outside tests. They are the
+    functions themselves, not methods calling them: a clock is read several times a call."""
 
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    monotonic = staticmethod(time.monotonic)
+    sleep = staticmethod(asyncio.sleep)
 
 
 REAL = RealClock()

@@ -80,15 +80,17 @@ def shared_pool(origin: Hashable) -> Pool:
     `max_concurrency` is a separate limit on top (see pipeline/slots.py), so one LM's limit
     never throttles another's calls to the same origin."""
 
-    def new_pool() -> Pool:
-        size = default_pool_size()
-        limits = httpx.Limits(max_connections=size, keepalive_expiry=30.0)
-        return Pool(AiohttpTransport(limits=limits), asyncio.Semaphore(size))
+    return _runtime.loop_resource((__name__, origin), _new_pool, close=_close_pool)
 
-    async def close(pool: Pool) -> None:
-        await pool.transport.aclose()
 
-    return _runtime.loop_resource((__name__, origin), new_pool, close=close)
+def _new_pool() -> Pool:
+    size = default_pool_size()
+    limits = httpx.Limits(max_connections=size, keepalive_expiry=30.0)
+    return Pool(AiohttpTransport(limits=limits), asyncio.Semaphore(size))
+
+
+async def _close_pool(pool: Pool) -> None:
+    await pool.transport.aclose()
 
 
 class Response(Protocol):
@@ -109,7 +111,11 @@ class Response(Protocol):
 
 def json_body(body: Any) -> bytes:
     """A request body as JSON, encoded as httpx encodes `json=` (no NaN, compact, UTF-8)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(body).encode()
+
+
+# Made once (json.dumps with arguments makes a new one for every body).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 # No aiohttp timers: the one deadline is exchange()'s asyncio timeout around the attempt.

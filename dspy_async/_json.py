@@ -117,10 +117,14 @@ def parse(text: str) -> Any:
     for 700,000 arrays.
     """
     if len(text) < OFF_LOOP_SIZE:
-        return json.loads(text, parse_constant=_refuse_constant)
-    with _collector_paused():
+        return _DECODER.decode(text)
+    with _collector_paused():  # on a worker thread: a decoder of its own
         return json.loads(text, parse_constant=_refuse_constant)
 
+
+# Made once, for the texts parsed on the event loop (json.loads with an argument makes a new
+# one each time); a big text's parse, on a worker thread, makes its own.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 # The collector is paused while any big parse runs (they may overlap, on worker threads) and
 # resumed when the last one ends, if it was running when the first began.

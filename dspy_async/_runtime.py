@@ -408,6 +408,9 @@ def arun(coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
     call of a batch) gets no extra frame. Cancelling the awaiting task cancels the work on the
     runtime loop.
     """
+    runtime = _current
+    if runtime is not None and not runtime.closed and runtime.on_loop_thread():
+        return coro  # the common case, every LM call of a batch: checked in one step
     _check_coroutine(coro)
     runtime = _runtime_for(coro)
     if runtime.on_loop_thread():

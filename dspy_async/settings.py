@@ -58,12 +58,8 @@ class Settings:
         object.__setattr__(self, "_lock", _forksafe.lock())
 
     def __getattr__(self, name: str) -> Any:
-        if name not in _NAMES:
-            raise AttributeError(f"dspy_async.settings has no setting {name!r}")
-        overrides = _overrides.get()
-        if overrides is not None and name in overrides:
-            return overrides[name]
-        return getattr(self._globals, name)
+        # Reached for names that are no setting: each setting is a property (below).
+        raise AttributeError(f"dspy_async.settings has no setting {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         self.configure(**{name: value})
@@ -88,6 +84,24 @@ class Settings:
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in sorted(_NAMES))
         return f"Settings({shown})"
+
+
+def _setting(name: str) -> property:
+    """The setting `name` as read here: the context's override if any, else the global. A
+    property, not a `__getattr__` fallback, which runs only after a failed lookup: settings
+    are read several times a call."""
+
+    def read(self: Settings) -> Any:
+        overrides = _overrides.get()
+        if overrides is not None and name in overrides:
+            return overrides[name]
+        return getattr(self._globals, name)
+
+    return property(read)
+
+
+for _name in _NAMES:
+    setattr(Settings, _name, _setting(_name))
 
 
 def _check(values: dict[str, Any]) -> None:

@@ -421,7 +421,10 @@ def _enum_member(kind: type[enum.Enum], value: Any) -> Any:
 def field_values(model: BaseModel) -> dict[str, Any]:
     """A validated model's fields by name, in order. Not `dict(model)`, which takes a field
     named `keys` for the mapping protocol's method and fails."""
-    return dict(iter(model))
+    values = dict(model.__dict__)  # what iterating the model gives, without its generator
+    if model.__pydantic_extra__:
+        values.update(model.__pydantic_extra__)
+    return values
 
 
 def format_validation_error(error: ValidationError, *, limit: int = 200) -> str:

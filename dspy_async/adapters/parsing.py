@@ -7,6 +7,7 @@ bounded, and `aparse_output` parses a long reply on a worker thread instead of t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from collections.abc import Iterable
@@ -31,6 +32,12 @@ class InvalidOutput(Exception):
 
 def extract_json(text: str) -> dict[str, Any]:
     """The first JSON object in `text`: the whole reply, a fenced block, or embedded in prose."""
+    whole = text.strip()
+    if whole[:1] == "{" and whole[-1:] == "}":  # the native channel's reply: one object
+        with contextlib.suppress(ValueError):
+            value = _json.loads(whole)  # bounded, as every candidate below
+            if isinstance(value, dict):
+                return value
     spans = _json.object_spans(text)
     first = next(spans, None)
     fenced = (block.strip() for block in _FENCED.findall(text))

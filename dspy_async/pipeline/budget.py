@@ -60,7 +60,7 @@ def estimate(body: Mapping[str, Any]) -> tuple[int, int]:
         chars += len(system)
     messages = body.get("messages")
     for message in messages if isinstance(messages, list) else ():
-        content = message.get("content") if isinstance(message, Mapping) else None
+        content = message.get("content") if isinstance(message, dict | Mapping) else None
         if isinstance(content, str):
             chars += len(content)
     options = body.get("options")
@@ -102,6 +102,7 @@ class AccountBudget:
 
     def __init__(self, account: Account, store: Store) -> None:
         self.account = account
+        self.key = account.key  # the store's name for it, made once
         self.store = store
         self.paused_until = -math.inf  # on the clock of the calls that heard of it
         self._queue: deque[tuple[AttemptState, asyncio.Future[bool]]] = deque()
@@ -133,7 +134,7 @@ class AccountBudget:
         started = clock.monotonic()
         grant = None
         if not self._queue:
-            grant = await self.store.take(self.account.key, costs, limits, started)
+            grant = await self.store.take(self.key, costs, limits, started)
             if grant.taken:
                 return 0.0, None, grant.blind
         turn: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -148,9 +149,7 @@ class AccountBudget:
                     raise self._no_room(attempt, short, wait, at_least=True)
             while True:
                 if grant is None:
-                    grant = await self.store.take(
-                        self.account.key, costs, limits, clock.monotonic()
-                    )
+                    grant = await self.store.take(self.key, costs, limits, clock.monotonic())
                 if grant.taken:
                     return clock.monotonic() - started, reason, grant.blind
                 reason = reason or grant.reason
@@ -170,7 +169,7 @@ class AccountBudget:
         self, costs: Mapping[str, float], limits: Mapping[str, Limit], clock: _clock.Clock
     ) -> Grant:
         """Take without waiting or queueing (for an attempt that already queued once)."""
-        return await self.store.take(self.account.key, costs, limits, clock.monotonic())
+        return await self.store.take(self.key, costs, limits, clock.monotonic())
 
     def take_at_once(
         self, costs: Mapping[str, float], limits: Mapping[str, Limit], clock: _clock.Clock
@@ -178,7 +177,7 @@ class AccountBudget:
         """`take_now` without an await, when the store is this process's; else None."""
         if not isinstance(self.store, LocalStore):
             return None
-        return self.store.take_now(self.account.key, costs, limits, clock.monotonic())
+        return self.store.take_now(self.key, costs, limits, clock.monotonic())
 
     def _leave(self, entry: tuple[AttemptState, asyncio.Future[bool]]) -> None:
         # The first in the queue hands its turn on when it leaves, however it leaves
@@ -219,7 +218,7 @@ class AccountBudget:
         now = clock.monotonic()
         if settlement.pause:
             self.paused_until = max(self.paused_until, now + settlement.pause)
-        await self.store.settle(self.account.key, settlement, limits, now)
+        await self.store.settle(self.key, settlement, limits, now)
 
 
 class _Budgets:

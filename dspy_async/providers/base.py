@@ -19,7 +19,7 @@ import httpx
 
 from .. import _checks, _decoding
 from ..errors import ConfigurationError
-from ..records import ToolCall, Usage
+from ..records import NO_USAGE, ToolCall, Usage
 
 if TYPE_CHECKING:
     from ..records import Message, OutputSchema, ToolSpec
@@ -237,6 +237,8 @@ def request_params(
     sent and ignored by the provider; values must be sendable as JSON (no NaN). Returns the
     parameters without `extra_body`, and its fields, to merge into the body last.
     """
+    if not params:
+        return {}, {}
     misplaced = sorted(CALL_ARGUMENTS & params.keys())
     if misplaced:
         raise ConfigurationError(
@@ -281,8 +283,8 @@ def usage_from(
     would corrupt every usage total it is added to.
     """
     if counts is None:
-        return Usage()
-    if not isinstance(counts, Mapping):
+        return NO_USAGE
+    if not isinstance(counts, dict):  # parsed JSON: objects are dicts
         raise TypeError(f"usage must be an object or null, not {type(counts).__name__}")
     return Usage(
         sum(_count(counts, (key,)) for key in prompt_keys),
@@ -298,7 +300,7 @@ def _count(counts: Mapping[str, Any], path: tuple[str, ...]) -> int:
     for depth, key in enumerate(path):
         if value is None:
             return 0
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict):
             parent = ".".join(path[:depth])
             raise TypeError(f"usage {parent} must be an object or null, not {type(value).__name__}")
         value = value.get(key)
