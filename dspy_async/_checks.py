@@ -149,6 +149,8 @@ def unencodable(value: object) -> str | None:
     """Where in `value` (text, nested in mappings, sequences, sets and pydantic models) a
     string holds a lone surrogate, as a path such as `[2]['name']` ("" for `value` itself);
     None if nowhere. Iterative, so deeply nested values cannot exhaust the stack."""
+    if isinstance(value, str):  # the common case, at once
+        return "" if _SURROGATE.search(value) else None
     stack: list[tuple[object, str]] = [(value, "")]
     while stack:
         item, path = stack.pop()

@@ -28,13 +28,16 @@ def to_messages(prompt: str | None, messages: list[Message] | None) -> list[Mess
         raise TypeError("pass either a prompt or messages=[...], not both and not neither")
     if messages is None:
         return [{"role": "user", "content": _text("prompt", prompt)}]
-    if isinstance(messages, str | Mapping) or not isinstance(messages, Iterable):
+    if not isinstance(messages, list) and (
+        isinstance(messages, str | Mapping) or not isinstance(messages, Iterable)
+    ):
         raise TypeError(f"messages must be a list of message dicts, not {type(messages).__name__}")
     checked: list[Message] = []
     for index, message in enumerate(messages):
-        content = message.get("content") if isinstance(message, Mapping) else None
+        mapping = isinstance(message, dict | Mapping)  # dict first: no ABC check for dicts
+        content = message.get("content") if mapping else None
         if (
-            not isinstance(message, Mapping)
+            not mapping
             or message.get("role") not in ROLES
             or not isinstance(content, str | list)
             or len(message) != 2
@@ -48,13 +51,15 @@ def to_messages(prompt: str | None, messages: list[Message] | None) -> list[Mess
                 f"messages[{index}] must be {{'role': 'system'|'user'|'assistant', "
                 f"'content': str}}, got {got}"
             )
-        where = f"messages[{index}]['content']"
         if isinstance(content, list):
+            where = f"messages[{index}]['content']"
             if message["role"] != "user":
                 raise TypeError(f"{where}: only a user message may be a list of content parts")
             checked.append({"role": "user", "content": _parts(where, content)})
+        elif _checks.unencodable(content) is None:  # the common case, with no message to make
+            checked.append({"role": message["role"], "content": content})
         else:
-            checked.append({"role": message["role"], "content": _text(where, content)})
+            _text(f"messages[{index}]['content']", content)  # raises, saying why
     if not checked:
         raise TypeError("messages must not be empty")
     return checked

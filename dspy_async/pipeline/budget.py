@@ -25,7 +25,7 @@ from typing import Any
 from .. import _clock, _runtime, events
 from ..errors import RateLimitError
 from ..providers.base import Reply
-from ..ratelimit.bucket import Grant, Limit, Settlement
+from ..ratelimit.bucket import BLIND, Grant, Limit, Settlement
 from ..ratelimit.config import Account, RateLimit
 from ..ratelimit.headers import observe
 from ..ratelimit.shared import RedisStore
@@ -89,11 +89,28 @@ class _Bounced(Exception):
 
 @dataclass(slots=True)
 class _Ticket:
-    """What the Budget stage took for the attempt in flight, for the Checkpoint to see."""
+    """What the Budget stage took for the attempt in flight, for the Checkpoint to see: the
+    estimate of its request `body`, made when first needed (an attempt let through knowing no
+    limit may never need it), and the costs taken for it (none if `blind`)."""
 
-    costs: Mapping[str, float]
+    body: Mapping[str, Any]
     blind: bool
     sent_blind: bool = False  # passed the Checkpoint knowing no limit: counted in flight
+    _estimate: tuple[int, int] | None = None
+    _costs: dict[str, float] | None = None
+
+    @property
+    def estimate(self) -> tuple[int, int]:
+        """The prompt and completion tokens the request may use (see `estimate`)."""
+        if self._estimate is None:
+            self._estimate = estimate(self.body)
+        return self._estimate
+
+    @property
+    def costs(self) -> Mapping[str, float]:
+        if self._costs is None:
+            self._costs = _costs(*self.estimate)
+        return self._costs
 
 
 class AccountBudget:
@@ -117,6 +134,16 @@ class AccountBudget:
             ticket.sent_blind = False
             self.blind_in_flight -= 1
         return self.blind_in_flight
+
+    def knows_nothing(self, clock: _clock.Clock) -> bool:
+        """Whether a take would let an attempt through blind at once, without asking: the
+        store is this process's, no attempt is queued, and it knows no limit nor pause."""
+        store = self.store
+        return (
+            isinstance(store, LocalStore)
+            and not self._queue
+            and store.knows_nothing(self.key, clock.monotonic())
+        )
 
     def paused_for(self, clock: _clock.Clock) -> float:
         """Seconds left of the pause this process knows of (0 if none)."""
@@ -314,30 +341,33 @@ class Budget:
 
     async def __call__(self, call: Call, attempt: AttemptState, send: Handler) -> Reply:
         budget = self.budget()
-        prompt, completion = estimate(call.request.body)
-        costs = _costs(prompt, completion)
         while True:
-            waited, reason, blind = await budget.acquire(costs, self.limits, attempt)
-            if waited > 0:  # a budget with room costs no record
-                attempt.record_wait("budget", waited, counted=True, reason=reason)
-                events.emit(
-                    events.ThrottleEvent(
-                        call.id,
-                        call.provider,
-                        call.model,
-                        attempt.number,
-                        budget.account.name,
-                        waited,
-                        reason or "budget",
-                    )
+            ticket = _Ticket(call.request.body, blind=True)
+            # Knowing no limit, a take would let the attempt through blind: no estimate needed.
+            if self.limits or not budget.knows_nothing(attempt.clock):
+                waited, reason, ticket.blind = await budget.acquire(
+                    ticket.costs, self.limits, attempt
                 )
-            # On the attempt, for its Checkpoint to see (its own attempt's ticket, no other).
-            ticket = attempt.ticket = _Ticket(costs, blind)
+                if waited > 0:  # a budget with room costs no record
+                    attempt.record_wait("budget", waited, counted=True, reason=reason)
+                    events.emit(
+                        events.ThrottleEvent(
+                            call.id,
+                            call.provider,
+                            call.model,
+                            attempt.number,
+                            budget.account.name,
+                            waited,
+                            reason or "budget",
+                        )
+                    )
+            attempt.ticket = ticket  # for its Checkpoint (its own attempt's ticket, no other)
             try:
                 reply = await send(call, attempt)
             except _Bounced:
                 if not ticket.blind:
-                    await budget.settle(Settlement(refunds=costs), self.limits, attempt.clock)
+                    refunds = Settlement(refunds=ticket.costs)
+                    await budget.settle(refunds, self.limits, attempt.clock)
                 continue
             except AttemptFailed as failed:
                 failure = _failed(failed, ticket, budget.answered(ticket))
@@ -346,7 +376,7 @@ class Budget:
             finally:
                 attempt.ticket = None
                 others = budget.answered(ticket)  # however the attempt ended
-            settlement = _answered(reply, ticket, prompt, completion, others)
+            settlement = _answered(reply, ticket, others)
             if settlement is not None:
                 await budget.settle(settlement, self.limits, attempt.clock)
             return reply
@@ -358,9 +388,7 @@ def _unseen(ticket: _Ticket, others: int) -> dict[str, float]:
     return {name: -cost * others for name, cost in ticket.costs.items()} if others else {}
 
 
-def _answered(
-    reply: Reply, ticket: _Ticket, prompt: int, completion: int, others: int
-) -> Settlement | None:
+def _answered(reply: Reply, ticket: _Ticket, others: int) -> Settlement | None:
     """What an answer settles; None when there is nothing to (no limit known nor learned)."""
     observed = observe(reply.headers) if reply.headers else {}
     if ticket.blind and not observed:
@@ -369,6 +397,7 @@ def _answered(
     refunds: dict[str, float] = _unseen(ticket, others) if ticket.blind else {}
     # A blind take took nothing to return; a server that reports no usage keeps the estimate.
     if usage.total_tokens and not ticket.blind:
+        prompt, completion = ticket.estimate
         refunds = {
             "tokens": float(prompt + completion - usage.total_tokens),
             "input_tokens": float(prompt - usage.prompt_tokens),
@@ -409,6 +438,9 @@ class Checkpoint:
             raise _Bounced
         ticket = attempt.ticket
         if not isinstance(ticket, _Ticket) or not ticket.blind:
+            return send(call, attempt)
+        if not self.budget.limits and budget.knows_nothing(attempt.clock):
+            _passed(budget, ticket, BLIND)  # what a take would answer, without the estimate
             return send(call, attempt)
         grant = budget.take_at_once(ticket.costs, self.budget.limits, attempt.clock)
         if grant is None:

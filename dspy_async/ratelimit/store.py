@@ -51,6 +51,11 @@ class LocalStore:
             self._buckets.move_to_end(key)
         return bucket
 
+    def knows_nothing(self, key: str, now: float) -> bool:
+        """Whether the account's bucket knows no limit and no pause still on at `now`."""
+        bucket = self.bucket(key)
+        return not bucket.levels and bucket.paused_until <= now
+
     def drain(self, key: str, limits: Mapping[str, Limit], now: float) -> None:
         """Empty the account's bucket now, in every dimension it knows or `limits` names."""
         self.bucket(key).drain(limits, now)
