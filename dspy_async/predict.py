@@ -208,7 +208,7 @@ class Predict(Module):
             if call.n == 1:  # inline, not through _complete: one frame less per call
                 with nth_completion(0):
                     result = await self._structured(call)
-                return Prediction.of_one(
+                return Prediction._of_one(
                     result.usage, result.attempts, self.signature, **result.values
                 )
             # map, not a comprehension: one would make `self` and `call` closure cells of

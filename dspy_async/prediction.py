@@ -73,7 +73,7 @@ class Prediction(Example):
         return prediction
 
     @classmethod
-    def of_one(
+    def _of_one(
         cls, usage: Usage, attempts: tuple[Attempt, ...], signature: Any, **values: Any
     ) -> Prediction:
         """The Prediction of a step asked for one completion. Its `completions` (one, its
@@ -138,7 +138,7 @@ class Prediction(Example):
 
 
 class _OneCompletion:
-    """The one completion of a step, not made yet (see `Prediction.of_one`)."""
+    """The one completion of a step, not made yet (see `Prediction._of_one`)."""
 
     __slots__ = ("signature",)
 
