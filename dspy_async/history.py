@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import sys
+import time
 import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -28,13 +29,67 @@ if TYPE_CHECKING:
     from .lm import BaseLM, LMResponse
     from .records import Message
 
-__all__ = ["entry_outputs", "inspect_history", "pretty_print", "record"]
+__all__ = ["Recorded", "entry_outputs", "inspect_history", "pretty_print", "record"]
 
 Entry = dict[str, Any]
 
-# Every LM's entries, oldest first, trimmed to the setting's size; the lock guards it.
+
+class Recorded:
+    """One call as recorded: its entry, made when first read. Most calls' entries are never
+    read, and making one (a timestamp, a uuid, dicts of usage and parameters) costs a call
+    more than keeping what it is made of. An LM's history and the global one hold the same
+    Recorded, so both read the same entry."""
+
+    __slots__ = ("_entry", "_parts")
+
+    def __init__(
+        self,
+        prompt: str | None,
+        messages: list[Message],
+        params: Mapping[str, Any],
+        response: LMResponse,
+        outputs: list[Any],
+    ) -> None:
+        self._parts: tuple[Any, ...] | None = (
+            prompt,
+            messages,
+            params,
+            response,
+            outputs,
+            time.time(),
+        )
+        self._entry: Entry | None = None
+
+    def entry(self) -> Entry:
+        """DSPy's history entry of the call (see the module's docstring)."""
+        parts = self._parts
+        # Read under its LM's lock or the global history's: two readers of the two histories
+        # may both make it, and the first stored is the one both keep.
+        if parts is not None:
+            prompt, messages, params, response, outputs, when = parts
+            entry = {
+                "prompt": prompt,
+                "messages": messages,
+                "kwargs": {k: v for k, v in params.items() if not k.startswith("api_")},
+                "response": response,
+                "outputs": outputs,
+                "usage": response.usage.to_dict(),
+                "cost": None,
+                "timestamp": datetime.datetime.fromtimestamp(when).isoformat(),
+                "uuid": str(uuid.uuid4()),
+                "model": f"{response.provider}/{response.model}",
+                "response_model": response.model,
+                "model_type": "chat",
+            }
+            if self._entry is None:
+                self._entry, self._parts = entry, None
+        assert self._entry is not None
+        return self._entry
+
+
+# Every LM's calls, oldest first, trimmed to the setting's size; the lock guards it.
 _lock = _forksafe.lock()
-_global: deque[Entry] = deque()
+_global: deque[Recorded] = deque()
 
 
 def entry_outputs(response: LMResponse) -> list[Any]:
@@ -56,27 +111,14 @@ def record(
     """Add one call to `lm`'s history and the global one, unless history is off."""
     if settings.disable_history:
         return
-    entry: Entry = {
-        "prompt": prompt,
-        "messages": messages,
-        "kwargs": {k: v for k, v in params.items() if not k.startswith("api_")},
-        "response": response,
-        "outputs": outputs,
-        "usage": response.usage.to_dict(),
-        "cost": None,
-        "timestamp": datetime.datetime.now().isoformat(),
-        "uuid": str(uuid.uuid4()),
-        "model": f"{response.provider}/{response.model}",
-        "response_model": response.model,
-        "model_type": "chat",
-    }
+    recorded = Recorded(prompt, messages, params, response, outputs)
     limit = settings.max_history_size
     with _lock:
-        _append(_global, entry, limit)
-    lm._remember(entry, limit)
+        _append(_global, recorded, limit)
+    lm._remember(recorded, limit)
 
 
-def _append(entries: deque[Entry], entry: Entry, limit: int) -> None:
+def _append(entries: deque[Recorded], entry: Recorded, limit: int) -> None:
     entries.append(entry)
     while len(entries) > limit:
         entries.popleft()
@@ -85,7 +127,7 @@ def _append(entries: deque[Entry], entry: Entry, limit: int) -> None:
 def inspect_history(n: int = 1, file: TextIO | None = None) -> None:
     """Print the last `n` calls of every LM: messages, then the response (DSPy's form)."""
     with _lock:
-        entries = list(_global)
+        entries = [recorded.entry() for recorded in _global]
     pretty_print(entries, n, file)
 
 

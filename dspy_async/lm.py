@@ -24,6 +24,7 @@ import httpx
 from . import _checks, _forksafe, _http, _runtime, callbacks, events, history, usage
 from ._messages import to_messages
 from .errors import ConfigurationError, LMError
+from .history import Recorded
 from .pipeline import Answer, Call, compose, compose_call, trace
 from .pipeline.budget import Budget
 from .pipeline.cache import Cache, Verdict, check_rollout_id, split_options
@@ -90,7 +91,7 @@ class BaseLM(abc.ABC):
         self.provider = provider
         self.supports_native_structured = True
         self._usage = Usage()
-        self._history: deque[dict[str, Any]] = deque()
+        self._history: deque[Recorded] = deque()
         # Guards this LM's mutable state (subclasses share it); unlocked in a forked child.
         self._lock = _forksafe.lock()
 
@@ -112,13 +113,13 @@ class BaseLM(abc.ABC):
         """This LM's last calls, oldest first, as DSPy's `lm.history` has them (see
         history.py); a snapshot, safe to read while calls are adding to it."""
         with self._lock:
-            return list(self._history)
+            return [recorded.entry() for recorded in self._history]
 
     def inspect_history(self, n: int = 1, file: TextIO | None = None) -> None:
         """Print this LM's last `n` calls (`dspy.inspect_history(n)` prints every LM's)."""
         history.pretty_print(self.history, n, file)
 
-    def _remember(self, entry: dict[str, Any], limit: int) -> None:
+    def _remember(self, entry: Recorded, limit: int) -> None:
         with self._lock:
             self._history.append(entry)
             while len(self._history) > limit:
