@@ -102,7 +102,9 @@ def split_options(
     params: Mapping[str, Any], *, cache: bool, rollout_id: int | None
 ) -> tuple[bool, int | None, dict[str, Any]]:
     """The call's `cache` and `rollout_id` (the LM's defaults where it sets none), checked,
-    and the parameters left to send."""
+    and the parameters left to send (`params` itself when it holds neither option)."""
+    if "cache" not in params and "rollout_id" not in params:
+        return cache, rollout_id, params if isinstance(params, dict) else dict(params)
     if "cache" in params:
         cache = _checks.boolean("the cache option", params["cache"])
     if "rollout_id" in params:
