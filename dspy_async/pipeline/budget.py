@@ -135,12 +135,14 @@ class AccountBudget:
             self.blind_in_flight -= 1
         return self.blind_in_flight
 
-    def knows_nothing(self, clock: _clock.Clock) -> bool:
-        """Whether a take would let an attempt through blind at once, without asking: the
-        store is this process's, no attempt is queued, and it knows no limit nor pause."""
+    def knows_nothing(self, limits: Mapping[str, Limit], clock: _clock.Clock) -> bool:
+        """Whether a take would let an attempt through blind at once, without asking: no
+        limit is configured (`limits`), the store is this process's, no attempt is queued,
+        and the store knows no limit nor pause."""
         store = self.store
         return (
-            isinstance(store, LocalStore)
+            not limits
+            and isinstance(store, LocalStore)
             and not self._queue
             and store.knows_nothing(self.key, clock.monotonic())
         )
@@ -344,7 +346,7 @@ class Budget:
         while True:
             ticket = _Ticket(call.request.body, blind=True)
             # Knowing no limit, a take would let the attempt through blind: no estimate needed.
-            if self.limits or not budget.knows_nothing(attempt.clock):
+            if not budget.knows_nothing(self.limits, attempt.clock):
                 waited, reason, ticket.blind = await budget.acquire(
                     ticket.costs, self.limits, attempt
                 )
@@ -439,7 +441,7 @@ class Checkpoint:
         ticket = attempt.ticket
         if not isinstance(ticket, _Ticket) or not ticket.blind:
             return send(call, attempt)
-        if not self.budget.limits and budget.knows_nothing(attempt.clock):
+        if budget.knows_nothing(self.budget.limits, attempt.clock):
             _passed(budget, ticket, BLIND)  # what a take would answer, without the estimate
             return send(call, attempt)
         grant = budget.take_at_once(ticket.costs, self.budget.limits, attempt.clock)
